@@ -1,0 +1,124 @@
+"""Affine integer formats INT2 .. INT8: the uniform grid every other method starts from.
+
+A b-bit integer code q stands for the real number  x_hat = s * (q - z):
+
+    symmetric  (no zero point, z = 0):   s = max|x| / (2^(b-1) - 1),   q = clamp(round(x / s), -(2^(b-1)-1), 2^(b-1)-1)
+    asymmetric (zero point z):           s = (max x - min x) / (2^b - 1),  z = round(-min x / s),
+                                         q = clamp(round(x / s) + z, 0, 2^b - 1)
+
+Symmetric leaves the most negative code (-2^(b-1)) unused so that w and -w get opposite codes (the
+convention of LLM.int8(), SmoothQuant and LLM-QAT). Asymmetric follows GPTQ's quantizer: the range
+[min x, max x] is first widened to contain 0, so zero is always exactly representable (padding stays padding),
+and z is an integer in [0, 2^b - 1]. Rounding is half-to-even (NumPy's and torch's ``round``).
+
+Storage: each scale is a float16 (what GPTQ/AWQ checkpoints store) and each zero point takes b bits, so INT4
+with groups of 128 costs 4 + 16/128 = 4.125 bits per weight symmetric, 4 + 20/128 = 4.156 asymmetric.
+The float16 scale is rounded *up* (never down): then max|x| / s never exceeds the largest code and no weight
+is clipped by the storage rounding, so every element's error stays within s / 2.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from qtutor.backend import array_namespace
+from qtutor.formats.base import Format, round_half_even
+from qtutor.formats.packing import pack_bits, unpack_bits
+from qtutor.tensor import QuantizedTensor
+
+FLOAT16_MAX = 65504.0
+
+
+def store_scale_float16(scale: Any) -> Any:
+    """Round positive float32 scales to float16, upwards, and return them as float32.
+
+    Rounding up keeps |x| / s <= the largest code for the largest |x| of the group. A scale beyond the float16
+    range is an error (weights that large are not what this format is for).
+    """
+    xp = array_namespace(scale)
+    if bool((scale > FLOAT16_MAX).any()):
+        raise ValueError(
+            f"a group needs scale {float(scale.max()):.4g}, beyond float16's range ({FLOAT16_MAX}); "
+            "the tensor's values are too large for float16 scales: rescale the tensor first"
+        )
+    as_half = scale.astype(np.float16)
+    rounded_down = as_half.astype(np.float32) < scale
+    as_half = xp.where(rounded_down, xp.nextafter(as_half, np.float16(np.inf)), as_half)
+    return as_half.astype(np.float32)
+
+
+class IntegerFormat(Format):
+    """INT{bits}: symmetric or asymmetric affine integers with float16 scales."""
+
+    family = "integer"
+    symmetric_only = False
+    scale_bits = 16
+    has_nan = False
+    has_inf = False
+
+    def __init__(self, bits: int):
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
+            raise ValueError(f"integer formats have 2..8 bits, got bits={bits!r}")
+        self.bits = int(bits)
+        self.name = f"int{self.bits}"
+        self.qmax_sym = 2 ** (self.bits - 1) - 1  # largest symmetric code: 7 for INT4, 127 for INT8
+        self.maxq = 2**self.bits - 1  # largest asymmetric code: 15 for INT4
+        self.description = f"{self.bits}-bit integers, scale (+ zero point) per group"
+
+    def resolve_sym(self, sym: bool | None) -> bool:
+        return False if sym is None else bool(sym)  # GPTQ's and AWQ's default is asymmetric
+
+    @property
+    def grid(self) -> np.ndarray:
+        """Every two's-complement code, -2^(b-1) .. 2^(b-1)-1 (the plain-cast range)."""
+        return np.arange(-(2 ** (self.bits - 1)), 2 ** (self.bits - 1), dtype=np.float32)
+
+    # plain cast: round and saturate to the signed range, like a saturating float -> intN conversion
+    def cast(self, x: Any) -> Any:
+        low, high = -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
+        xp = array_namespace(x)
+        return xp.clip(round_half_even(x), low, high).astype(np.int8)
+
+    def values(self, codes: Any) -> Any:
+        return codes.astype(np.float32)
+
+    def find_params(self, G: Any, sym: bool) -> tuple[Any, Any]:
+        xp = array_namespace(G)
+        if sym:
+            absmax = xp.abs(G).max(axis=1, keepdims=True)
+            scale = absmax / np.float32(self.qmax_sym)
+            scale = xp.where(scale == 0, np.float32(1.0), scale)
+            return store_scale_float16(scale.astype(np.float32)), None
+        low = xp.minimum(G.min(axis=1, keepdims=True), 0)  # widen the range to contain 0
+        high = xp.maximum(G.max(axis=1, keepdims=True), 0)
+        scale = ((high - low) / np.float32(self.maxq)).astype(np.float32)
+        scale = store_scale_float16(xp.where(scale == 0, np.float32(1.0), scale))
+        zero = xp.clip(round_half_even(-low / scale), 0, self.maxq)
+        return scale, zero.astype(np.float32)
+
+    def quantize(self, G: Any, scale: Any, zero: Any = None) -> Any:
+        xp = array_namespace(G)
+        if zero is None:
+            return xp.clip(round_half_even(G / scale), -self.qmax_sym, self.qmax_sym).astype(np.int8)
+        return xp.clip(round_half_even(G / scale) + zero, 0, self.maxq).astype(np.uint8)
+
+    def dequantize(self, codes: Any, scale: Any, zero: Any = None) -> Any:
+        q = codes.astype(np.float32)
+        if zero is not None:
+            q = q - zero
+        return (q * scale).astype(np.float32)
+
+    def group_overhead_bits(self, sym: bool) -> int:
+        return self.scale_bits + (0 if sym else self.bits)
+
+    # ---- packing ------------------------------------------------------------------------------------------
+    def pack(self, q: QuantizedTensor) -> Any:
+        """The codes as packed bytes (see :mod:`qtutor.formats.packing`; symmetric codes in two's complement)."""
+        return pack_bits(q.codes, self.bits)
+
+    def unpack(self, packed: Any, shape: tuple[int, ...], sym: bool) -> Any:
+        """Codes from packed bytes: int8 (symmetric, sign-extended) or uint8 (asymmetric)."""
+        count = int(np.prod(shape))
+        codes = unpack_bits(packed, self.bits, count, signed=sym)
+        return codes.astype(np.int8 if sym else np.uint8).reshape(shape)
