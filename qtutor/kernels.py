@@ -100,3 +100,11 @@ def module(family: str):
 def function(family: str, name: str):
     """One kernel, ready to launch: ``function("affine", "affine_quantize")((blocks,), (threads,), args)``."""
     return module(family).get_function(name)
+
+
+THREADS = 256
+
+
+def blocks_for(n: int, threads: int = THREADS, max_blocks: int = 65535) -> int:
+    """Blocks for a grid-stride loop over ``n`` elements (kernels loop, so the grid can be capped)."""
+    return max(1, min(max_blocks, -(-int(n) // threads)))

@@ -145,6 +145,17 @@ class Format:
         raise NotImplementedError
 
     @property
+    def weight_group_size(self) -> int | None:
+        """Granularity used to quantize a weight when none is given: the format's own block if it has one,
+        groups of 128 for integers (the GPTQ/AWQ default), one scale per output channel for FP8/FP6/FP4,
+        and a plain cast for the 16-bit floats (they need no scale)."""
+        if self.default_group_size is not None:
+            return self.default_group_size
+        if self.family == "integer":
+            return 128
+        return -1 if self.bits < 16 else None
+
+    @property
     def max_value(self) -> float:
         return float(np.max(np.abs(self.grid)))
 

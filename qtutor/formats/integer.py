@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.backend import array_namespace
+from qtutor.backend import array_namespace, is_cupy
 from qtutor.formats.base import Format, round_half_even
 from qtutor.formats.packing import pack_bits, unpack_bits
 from qtutor.tensor import QuantizedTensor
@@ -84,26 +84,30 @@ class IntegerFormat(Format):
         return codes.astype(np.float32)
 
     def find_params(self, G: Any, sym: bool) -> tuple[Any, Any]:
-        xp = array_namespace(G)
+        if is_cupy(G):
+            return _gpu_find_params(self, G, sym)
         if sym:
-            absmax = xp.abs(G).max(axis=1, keepdims=True)
+            absmax = np.abs(G).max(axis=1, keepdims=True)
             scale = absmax / np.float32(self.qmax_sym)
-            scale = xp.where(scale == 0, np.float32(1.0), scale)
+            scale = np.where(scale == 0, np.float32(1.0), scale)
             return store_scale_float16(scale.astype(np.float32)), None
-        low = xp.minimum(G.min(axis=1, keepdims=True), 0)  # widen the range to contain 0
-        high = xp.maximum(G.max(axis=1, keepdims=True), 0)
+        low = np.minimum(G.min(axis=1, keepdims=True), 0)  # widen the range to contain 0
+        high = np.maximum(G.max(axis=1, keepdims=True), 0)
         scale = ((high - low) / np.float32(self.maxq)).astype(np.float32)
-        scale = store_scale_float16(xp.where(scale == 0, np.float32(1.0), scale))
-        zero = xp.clip(round_half_even(-low / scale), 0, self.maxq)
+        scale = store_scale_float16(np.where(scale == 0, np.float32(1.0), scale))
+        zero = np.clip(round_half_even(-low / scale), 0, self.maxq)
         return scale, zero.astype(np.float32)
 
     def quantize(self, G: Any, scale: Any, zero: Any = None) -> Any:
-        xp = array_namespace(G)
+        if is_cupy(G):
+            return _gpu_quantize(self, G, scale, zero)
         if zero is None:
-            return xp.clip(round_half_even(G / scale), -self.qmax_sym, self.qmax_sym).astype(np.int8)
-        return xp.clip(round_half_even(G / scale) + zero, 0, self.maxq).astype(np.uint8)
+            return np.clip(round_half_even(G / scale), -self.qmax_sym, self.qmax_sym).astype(np.int8)
+        return np.clip(round_half_even(G / scale) + zero, 0, self.maxq).astype(np.uint8)
 
     def dequantize(self, codes: Any, scale: Any, zero: Any = None) -> Any:
+        if is_cupy(codes):
+            return _gpu_dequantize(codes, scale, zero)
         q = codes.astype(np.float32)
         if zero is not None:
             q = q - zero
@@ -122,3 +126,58 @@ class IntegerFormat(Format):
         count = int(np.prod(shape))
         codes = unpack_bits(packed, self.bits, count, signed=sym)
         return codes.astype(np.int8 if sym else np.uint8).reshape(shape)
+
+
+# ---- GPU path: the same steps as the NumPy methods above, as kernels/affine.cu ----------------------------------
+def _gpu_find_params(fmt: IntegerFormat, G: Any, sym: bool) -> tuple[Any, Any]:
+    import cupy
+
+    from qtutor.kernels import THREADS, function
+
+    G = cupy.ascontiguousarray(G, dtype=cupy.float32)
+    groups, group_len = G.shape
+    scale = cupy.empty((groups, 1), dtype=cupy.float32)
+    zero = None if sym else cupy.empty((groups, 1), dtype=cupy.float32)
+    code_max = np.float32(fmt.qmax_sym if sym else fmt.maxq)
+    function("affine", "affine_find_params")((groups,), (THREADS,), (G, np.int64(group_len), code_max, scale, zero))
+    if bool((scale > FLOAT16_MAX).any()):
+        raise ValueError("a group needs a scale beyond float16's range (65504); rescale the tensor first")
+    return scale, zero
+
+
+def _gpu_quantize(fmt: IntegerFormat, G: Any, scale: Any, zero: Any) -> Any:
+    import cupy
+
+    from qtutor.kernels import THREADS, blocks_for, function
+
+    G = cupy.ascontiguousarray(G, dtype=cupy.float32)
+    groups, group_len = G.shape
+    low, high = (-fmt.qmax_sym, fmt.qmax_sym) if zero is None else (0, fmt.maxq)
+    codes = cupy.empty(G.shape, dtype=cupy.int8 if zero is None else cupy.uint8)
+    scale = cupy.ascontiguousarray(cupy.broadcast_to(scale, (groups, 1)), dtype=cupy.float32)
+    if zero is not None:
+        zero = cupy.ascontiguousarray(cupy.broadcast_to(zero, (groups, 1)), dtype=cupy.float32)
+    function("affine", "affine_quantize")(
+        (blocks_for(G.size),), (THREADS,),
+        (G, scale, zero, np.int64(groups), np.int64(group_len), np.float32(low), np.float32(high), codes),
+    )
+    return codes
+
+
+def _gpu_dequantize(codes: Any, scale: Any, zero: Any) -> Any:
+    import cupy
+
+    from qtutor.kernels import THREADS, blocks_for, function
+
+    codes2d = cupy.ascontiguousarray(codes.reshape(codes.shape[0], -1))
+    groups, group_len = codes2d.shape
+    out = cupy.empty(codes2d.shape, dtype=cupy.float32)
+    scale = cupy.ascontiguousarray(cupy.broadcast_to(scale, (groups, 1)), dtype=cupy.float32)
+    if zero is not None:
+        zero = cupy.ascontiguousarray(cupy.broadcast_to(zero, (groups, 1)), dtype=cupy.float32)
+    is_signed = np.int32(codes.dtype == cupy.int8)
+    function("affine", "affine_dequantize")(
+        (blocks_for(codes2d.size),), (THREADS,),
+        (codes2d.view(cupy.int8), scale, zero, np.int64(groups), np.int64(group_len), is_signed, out),
+    )
+    return out.reshape(codes.shape)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.backend import array_namespace
+from qtutor.backend import array_namespace, is_cupy
 
 SUPPORTED_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 
@@ -30,6 +30,8 @@ def pack_bits(codes: Any, bits: int) -> Any:
     """
     if bits not in SUPPORTED_BITS:
         raise ValueError(f"bits={bits} cannot be packed; use 1..8")
+    if is_cupy(codes):
+        return _gpu_pack_bits(codes, bits)
     xp = array_namespace(codes)
     flat = xp.asarray(codes).astype(np.int64).ravel() & ((1 << bits) - 1)
     if bits == 8:
@@ -53,6 +55,8 @@ def unpack_bits(packed: Any, bits: int, count: int, signed: bool = False) -> Any
     needed = -(-count * bits // 8)
     if packed.size < needed:
         raise ValueError(f"{count} codes of {bits} bits need {needed} bytes, got {packed.size} (truncated data?)")
+    if is_cupy(packed):
+        return _gpu_unpack_bits(packed, bits, count, signed)
     if bits == 8:
         codes = packed[:count].astype(np.int64)
     else:
@@ -62,4 +66,30 @@ def unpack_bits(packed: Any, bits: int, count: int, signed: bool = False) -> Any
     if signed:
         sign_bit = 1 << (bits - 1)
         codes = (codes ^ sign_bit) - sign_bit
+    return codes
+
+
+# ---- GPU path (kernels/affine.cu: pack_bits, unpack_bits) ----------------------------------------------------
+def _gpu_pack_bits(codes: Any, bits: int) -> Any:
+    import cupy
+
+    from qtutor.kernels import THREADS, blocks_for, function
+
+    flat = cupy.ascontiguousarray(codes.ravel()).astype(cupy.int64).astype(cupy.uint8)  # keeps the low 8 bits
+    n_bytes = -(-flat.size * bits // 8)
+    packed = cupy.empty(n_bytes, dtype=cupy.uint8)
+    function("affine", "pack_bits")((blocks_for(n_bytes),), (THREADS,),
+                                     (flat, np.int64(flat.size), np.int32(bits), packed, np.int64(n_bytes)))
+    return packed
+
+
+def _gpu_unpack_bits(packed: Any, bits: int, count: int, signed: bool) -> Any:
+    import cupy
+
+    from qtutor.kernels import THREADS, blocks_for, function
+
+    codes = cupy.empty(count, dtype=cupy.int64)
+    function("affine", "unpack_bits")((blocks_for(count),), (THREADS,),
+                                       (cupy.ascontiguousarray(packed), np.int64(count), np.int32(bits),
+                                        np.int32(signed), codes))
     return codes
