@@ -1,0 +1,197 @@
+"""Figures: data in, matplotlib artists out. No state, no widgets, no model loading.
+
+Every function draws on an ``Axes`` it is given (or makes a new figure) and returns what it drew, so that a
+notebook can call it once for the static figure beside a widget, and the widget can call it again to redraw.
+Colours: quantized things in orange, originals in blue, errors in red, grids in grey.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+ORIGINAL = "#1f77b4"
+QUANTIZED = "#ff7f0e"
+ERROR = "#d62728"
+GRID = "#7f7f7f"
+SIGN, EXPONENT, MANTISSA = "#e15759", "#4e79a7", "#59a14f"
+
+
+def new_axes(ax=None, figsize=None, ncols: int = 1):
+    """(figure, axes): the given axes' figure, or a new figure."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, axes = plt.subplots(1, ncols, figsize=figsize, constrained_layout=True)
+    return fig, axes
+
+
+# ---- formats -------------------------------------------------------------------------------------------------
+def number_line(values: np.ndarray, ax=None, title: str = "", log: bool | None = None, highlight: dict | None = None):
+    """Every representable value as a tick on a number line (symmetric-log scale when they span many octaves).
+
+    ``highlight`` maps a label to a subset of values drawn in their own colour (e.g. subnormals)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    fig, ax = new_axes(ax, figsize=(8, 1.8))
+    positive = np.abs(values[values != 0])
+    spans_octaves = positive.size and positive.max() / positive.min() > 64
+    if log if log is not None else spans_octaves:
+        ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
+    ax.vlines(values, 0, 1, color=GRID, linewidth=0.8)
+    for (label, subset), colour in zip((highlight or {}).items(), (ORIGINAL, ERROR, QUANTIZED)):
+        ax.vlines(np.asarray(subset, dtype=np.float64), 0, 1, color=colour, linewidth=1.4, label=label)
+    if highlight:
+        ax.legend(loc="upper left", fontsize=8, frameon=False, ncol=3)
+    ax.set_yticks([])
+    ax.set_ylim(0, 1.35 if highlight else 1)
+    ax.set_title(title or f"{values.size} representable values")
+    ax.grid(False)
+    return fig
+
+
+def bit_layout(sign_bits: int, exponent_bits: int, mantissa_bits: int, bits: Sequence[int] | None = None,
+               ax=None, title: str = ""):
+    """Boxes for the sign, exponent and mantissa fields; with ``bits`` (most significant first), the digits."""
+    total = sign_bits + exponent_bits + mantissa_bits
+    fig, ax = new_axes(ax, figsize=(max(3.0, 0.45 * total + 1), 1.2))
+    colours = [SIGN] * sign_bits + [EXPONENT] * exponent_bits + [MANTISSA] * mantissa_bits
+    for i, colour in enumerate(colours):
+        ax.add_patch(plt.Rectangle((i, 0), 0.95, 0.95, color=colour, alpha=0.8))
+        if bits is not None:
+            ax.text(i + 0.47, 0.45, str(int(bits[i])), ha="center", va="center", color="white", fontsize=11,
+                    fontweight="bold")
+    for label, start, width in (("sign", 0, sign_bits), ("exponent", sign_bits, exponent_bits),
+                                ("mantissa", sign_bits + exponent_bits, mantissa_bits)):
+        if width:
+            ax.text(start + width / 2, 1.1, label, ha="center", va="bottom", fontsize=8)
+    ax.set_xlim(-0.1, total + 0.1)
+    ax.set_ylim(-0.1, 1.6)
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+# ---- weights and their grids ---------------------------------------------------------------------------------
+def weight_histogram(weights: np.ndarray, grid: np.ndarray | None = None, ax=None, bins: int = 120,
+                     title: str = "", outliers: np.ndarray | None = None):
+    """Histogram of weights with the quantization grid (the values codes can take) as vertical lines."""
+    weights = np.asarray(weights, dtype=np.float64).ravel()
+    fig, ax = new_axes(ax)
+    ax.hist(weights, bins=bins, color=ORIGINAL, alpha=0.75, label=f"{weights.size:,} weights")
+    if grid is not None:
+        grid = np.unique(np.asarray(grid, dtype=np.float64))
+        for i, g in enumerate(grid):
+            ax.axvline(g, color=QUANTIZED, linewidth=0.9, alpha=0.9, label="grid" if i == 0 else None)
+    if outliers is not None and np.size(outliers):
+        ax.plot(np.asarray(outliers).ravel(), np.zeros(np.size(outliers)), "v", color=ERROR, markersize=7,
+                label=f"{np.size(outliers)} outliers")
+    ax.set_yscale("log")
+    ax.set_xlabel("weight value")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(title)
+    return fig
+
+
+def quantization_panels(original: np.ndarray, codes: np.ndarray, dequantized: np.ndarray, title: str = ""):
+    """Four heatmaps: original, integer codes, dequantized, |error| (the layout of DeepLearning.AI's course)."""
+    fig, axes = plt.subplots(1, 4, figsize=(11, 2.8), constrained_layout=True)
+    error = np.abs(np.asarray(original, dtype=np.float64) - np.asarray(dequantized, dtype=np.float64))
+    limit = float(np.abs(original).max()) or 1.0
+    panels = ((original, "original", "RdBu_r", (-limit, limit)), (codes, "codes", "viridis", (None, None)),
+              (dequantized, "dequantized", "RdBu_r", (-limit, limit)), (error, "|error|", "Reds", (0, None)))
+    for ax, (data, name, cmap, (low, high)) in zip(axes, panels):
+        image = ax.imshow(np.asarray(data, dtype=np.float64), cmap=cmap, vmin=low, vmax=high, aspect="auto",
+                          interpolation="nearest")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    return fig
+
+
+def error_vs_bits(rows: Sequence[dict], x: str = "bits_per_weight", y: str = "mse", group: str = "label", ax=None,
+                  title: str = "", logy: bool = True):
+    """One line per ``group`` of rows: ``y`` (error, perplexity, ...) against bits per weight."""
+    fig, ax = new_axes(ax)
+    labels = list(dict.fromkeys(row[group] for row in rows))
+    for label in labels:
+        points = sorted((row[x], row[y]) for row in rows if row[group] == label)
+        ax.plot(*zip(*points), "o-", label=label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y.replace("_", " "))
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(title)
+    return fig
+
+
+def bar_chart(names: Sequence[str], values: Sequence[float], ax=None, title: str = "", ylabel: str = "",
+              logy: bool = False, highlight: Sequence[str] = ()):
+    """Bars per name (e.g. error per layer); names in ``highlight`` in red."""
+    fig, ax = new_axes(ax, figsize=(max(6.0, 0.28 * len(names)), 3.4))
+    colours = [ERROR if n in set(highlight) else ORIGINAL for n in names]
+    ax.bar(range(len(names)), values, color=colours)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig
+
+
+def heatmap(matrix: np.ndarray, row_labels: Sequence[str] | None = None, ax=None, title: str = "",
+            cmap: str = "magma", log: bool = False, colorbar_label: str = ""):
+    """A matrix as an image (e.g. layers x channels of activation magnitudes)."""
+    from matplotlib.colors import LogNorm
+
+    data = np.asarray(matrix, dtype=np.float64)
+    fig, ax = new_axes(ax, figsize=(9, 0.3 * data.shape[0] + 1.5))
+    norm = LogNorm(vmin=max(float(data[data > 0].min()) if (data > 0).any() else 1e-6, 1e-12)) if log else None
+    image = ax.imshow(data, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    if row_labels is not None:
+        ax.set_yticks(range(len(row_labels)))
+        ax.set_yticklabels(row_labels, fontsize=7)
+    ax.set_title(title)
+    return fig
+
+
+def pareto(points: Sequence[dict], x: str = "bits_per_weight", y: str = "ppl", label: str = "label", ax=None,
+           title: str = "", reference: float | None = None):
+    """Scatter of methods by size and quality, the Pareto front (lower-left is better) drawn as a step line."""
+    fig, ax = new_axes(ax)
+    methods = list(dict.fromkeys(p.get("method", p[label]) for p in points))
+    markers = "osD^vP*X<>"
+    for i, method in enumerate(methods):
+        chosen = [p for p in points if p.get("method", p[label]) == method]
+        ax.scatter([p[x] for p in chosen], [p[y] for p in chosen], marker=markers[i % len(markers)], s=36,
+                   label=method, zorder=3)
+        for p in chosen:
+            ax.annotate(p[label], (p[x], p[y]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    front = pareto_front(points, x, y)
+    if front:
+        ax.step([p[x] for p in front], [p[y] for p in front], where="post", color=GRID, linewidth=1, zorder=2,
+                label="Pareto front")
+    if reference is not None:
+        ax.axhline(reference, color=GRID, linestyle="--", linewidth=1, label="unquantized")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y)
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title)
+    return fig
+
+
+def pareto_front(points: Sequence[dict], x: str = "bits_per_weight", y: str = "ppl") -> list[dict]:
+    """The points no other point beats on both size and quality, by increasing size."""
+    front, best = [], np.inf
+    for p in sorted(points, key=lambda p: (p[x], p[y])):
+        if p[y] < best:
+            front.append(p)
+            best = p[y]
+    return front

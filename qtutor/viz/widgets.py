@@ -1,0 +1,163 @@
+"""Widgets: thin ipywidgets apps over the pure functions in :mod:`qtutor.viz.figures`.
+
+One recipe for every app (NOTEBOOKS.md):
+  * controls built explicitly, wired with ``observe(names="value")``; sliders with ``continuous_update=False``;
+  * ``compute(**settings)`` is pure and cached by the settings, so moving back to a setting is instant;
+  * ``draw(state)`` makes a figure with :mod:`qtutor.viz.figures` and shows it in the app's ``Output``;
+  * the last computed numbers stay in ``app.state`` — tests set ``control.value`` and assert on ``app.state``
+    (no browser needed); a failing setting shows its message instead of a traceback, and the last value wins.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from qtutor.viz import figures
+
+
+def _widgets():
+    try:
+        import ipywidgets
+    except ImportError as error:  # the course extras are missing
+        raise ImportError("widgets need ipywidgets: pip install 'qtutor[lab]'") from error
+    return ipywidgets
+
+
+class App:
+    """Base of every app: controls -> compute (cached) -> state -> draw into an Output."""
+
+    title = ""
+
+    def __init__(self, controls: dict[str, Any]):
+        widgets = _widgets()
+        self.controls = controls
+        self.output = widgets.Output()
+        self.message = widgets.HTML("")
+        self.state: dict = {}
+        self.figure = None
+        self._cache: dict = {}
+        for control in controls.values():
+            control.observe(self._on_change, names="value")
+        self.refresh()
+
+    # subclasses implement these two
+    def compute(self, **settings) -> dict:
+        raise NotImplementedError
+
+    def draw(self, state: dict):
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def _on_change(self, change) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        settings = self.settings()
+        key = tuple(sorted(settings.items()))
+        try:
+            if key not in self._cache:
+                self._cache[key] = self.compute(**settings)
+            self.state = dict(self._cache[key], settings=settings)
+            self.message.value = ""
+        except (ValueError, TypeError) as error:  # a setting the method refuses: say why, keep the last figure
+            self.state = {"error": str(error), "settings": settings}
+            self.message.value = f"<span style='color:#d62728'>{error}</span>"
+            return
+        self._show(self.draw(self.state))
+
+    def _show(self, figure) -> None:
+        from IPython.display import display
+
+        if self.figure is not None:
+            plt.close(self.figure)
+        self.figure = figure
+        with self.output:
+            self.output.clear_output(wait=True)
+            display(figure)
+        plt.close(figure)  # shown once, in the Output; not again by the inline backend
+
+    @property
+    def widget(self):
+        widgets = _widgets()
+        header = [widgets.HTML(f"<b>{self.title}</b>")] if self.title else []
+        return widgets.VBox([*header, widgets.HBox(list(self.controls.values())), self.message, self.output])
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def slider(description: str, value: int, low: int, high: int, step: int = 1):
+    return _widgets().IntSlider(value=value, min=low, max=high, step=step, description=description,
+                                continuous_update=False, style={"description_width": "initial"})
+
+
+def dropdown(description: str, options, value):
+    return _widgets().Dropdown(options=options, value=value, description=description,
+                               style={"description_width": "initial"})
+
+
+def checkbox(description: str, value: bool):
+    return _widgets().Checkbox(value=value, description=description, indent=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebook 02: affine quantization and granularity
+# --------------------------------------------------------------------------------------------------------------
+class AffinePlayground(App):
+    """Bit-width, symmetric/asymmetric and group size on one weight matrix: the histogram with the grid of the
+    first group overlaid, and the error they cost."""
+
+    title = "Affine quantization: move the bit-width, the zero point and the group size"
+
+    def __init__(self, W: np.ndarray, bits: int = 4, sym: bool = True, group_size: int = -1):
+        self.W = np.asarray(W, dtype=np.float32)
+        sizes = [("per tensor", 0), ("per channel", -1)] + [
+            (f"groups of {g}", g) for g in (256, 128, 64, 32) if self.W.shape[-1] % g == 0 and g < self.W.shape[-1]]
+        super().__init__({
+            "bits": slider("bits", bits, 2, 8),
+            "sym": checkbox("symmetric", sym),
+            "group_size": dropdown("scale per", sizes, group_size),
+        })
+
+    def compute(self, bits: int, sym: bool, group_size: int) -> dict:
+        return affine_summary(self.W, bits, sym, group_size)
+
+    def draw(self, state: dict):
+        return figures.weight_histogram(
+            self.W, state["grid_first_group"],
+            title=f"INT{state['settings']['bits']} {'sym' if state['settings']['sym'] else 'asym'}: "
+                  f"MSE {state['mse']:.3g}, {state['bits_per_weight']:.3f} bits/weight")
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_encode(key: bytes, shape: tuple, bits: int, sym: bool, group_size: int):
+    from qtutor import formats
+
+    W = np.frombuffer(key, dtype=np.float32).reshape(shape)
+    return formats.get(f"int{bits}").encode(W, group_size=group_size, sym=sym)
+
+
+def affine_summary(W: np.ndarray, bits: int, sym: bool, group_size: int) -> dict:
+    """Error and storage of INT``bits`` on ``W`` at one granularity, and the grid of the first group."""
+    W = np.ascontiguousarray(W, dtype=np.float32)
+    q = _cached_encode(W.tobytes(), W.shape, int(bits), bool(sym), int(group_size))
+    W_hat = q.dequantize()
+    scale = float(np.ravel(q.scales)[0])
+    zero = 0.0 if q.zeros is None else float(np.ravel(q.zeros)[0])
+    codes = np.arange(-(2 ** (bits - 1) - 1), 2 ** (bits - 1)) if sym else np.arange(0, 2**bits)
+    return {
+        "mse": float(np.mean((W_hat - W) ** 2)),
+        "max_error": float(np.abs(W_hat - W).max()),
+        "bits_per_weight": q.bits_per_weight,
+        "n_scales": int(np.size(q.scales)),
+        "grid_first_group": scale * (codes - zero),
+        "scale_first_group": scale,
+        "zero_first_group": zero,
+    }
