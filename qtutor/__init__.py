@@ -31,6 +31,8 @@ _LAZY = {
     "setup_notebook": ("qtutor.notebook", "setup_notebook"),
     "viz": ("qtutor.viz", None),
     "synth": ("qtutor.synth", None),
+    "check": ("qtutor.check", None),
+    "notebook": ("qtutor.notebook", None),
 }
 
 

@@ -1,0 +1,95 @@
+"""Build the course notebooks: notebooks/src/NN_name.py (py:percent) -> notebooks/NN_name.ipynb, executed.
+
+The .py sources are what people review and edit; the .ipynb files are generated from them, executed top to
+bottom on the CPU with fixed seeds, and saved with their outputs so that nbval can compare the cells tagged
+``nbval-check-output`` when CI runs them again. This is the one way to regenerate outputs:
+
+    python tools/build_notebooks.py            # every notebook
+    python tools/build_notebooks.py 02 04      # the ones whose names start with these prefixes
+
+Source format (a subset of jupytext's py:percent):
+
+    # %% [markdown]
+    # # A title
+    # Some prose.
+
+    # %% tags=["nbval-check-output"]
+    print(1 + 1)
+"""
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ROOT / "notebooks" / "src"
+OUTPUT = ROOT / "notebooks"
+CELL_MARKER = re.compile(r"^# %%(?P<markdown> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$")
+
+
+def parse(text: str) -> list:
+    """Cells of a py:percent source."""
+    cells, kind, tags, lines = [], None, [], []
+
+    def flush():
+        if kind is None:
+            return
+        body = "\n".join(lines).strip("\n")
+        if kind == "markdown":
+            body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
+            cell = nbformat.v4.new_markdown_cell(body)
+        else:
+            cell = nbformat.v4.new_code_cell(body)
+        if tags:
+            cell.metadata["tags"] = tags
+        cells.append(cell)
+
+    for line in text.splitlines():
+        match = CELL_MARKER.match(line)
+        if match:
+            flush()
+            kind = "markdown" if match.group("markdown") else "code"
+            tags = ast.literal_eval(match.group("tags")) if match.group("tags") else []
+            lines = []
+        elif kind is not None:
+            lines.append(line)
+    flush()
+    return cells
+
+
+def build(source: Path, execute: bool = True) -> Path:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = parse(source.read_text())
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["language_info"] = {"name": "python"}
+    target = OUTPUT / f"{source.stem}.ipynb"
+    if execute:
+        from nbclient import NotebookClient
+
+        started = time.time()
+        NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(OUTPUT)}},
+                       allow_errors=False).execute()
+        print(f"{source.stem}: executed in {time.time() - started:.1f} s")
+    for cell in notebook.cells:  # volatile metadata nbval does not need
+        cell.metadata.pop("execution", None)
+    nbformat.write(notebook, target)
+    return target
+
+
+def main(prefixes: list[str]) -> None:
+    sources = sorted(SOURCES.glob("*.py"))
+    if prefixes:
+        sources = [s for s in sources if any(s.stem.startswith(p) for p in prefixes)]
+    if not sources:
+        sys.exit(f"no notebook sources match {prefixes} in {SOURCES}")
+    for source in sources:
+        build(source)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
