@@ -195,3 +195,45 @@ def pareto_front(points: Sequence[dict], x: str = "bits_per_weight", y: str = "p
             front.append(p)
             best = p[y]
     return front
+
+
+# ---- GPTQ step-through ---------------------------------------------------------------------------------------
+def gptq_panels(current: np.ndarray, quantized: np.ndarray, update: np.ndarray | None, gptq_loss: np.ndarray,
+                rtn_loss: np.ndarray, annotate: bool = False, title: str = ""):
+    """Three panels of one GPTQ state.
+
+    left:   the weights as GPTQ sees them now; quantized columns are boxed in orange;
+    middle: the update the last step pushed onto the columns not yet quantized (red/blue: down/up);
+    right:  the running layer loss of GPTQ against RTN's when the same columns are rounded.
+    ``quantized`` is a boolean mask per column (original order).
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True,
+                             gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    limit = float(np.nanmax(np.abs(current))) or 1.0
+    axes[0].imshow(current, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    for column in np.flatnonzero(quantized):
+        axes[0].add_patch(plt.Rectangle((column - 0.5, -0.5), 1, current.shape[0], fill=False,
+                                        edgecolor=QUANTIZED, linewidth=1.2))
+    axes[0].set_title(f"weights: {int(quantized.sum())} of {quantized.size} columns quantized")
+    if update is None:
+        update = np.zeros_like(current)
+    bound = float(np.abs(update).max()) or 1.0
+    axes[1].imshow(update, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto", interpolation="nearest")
+    axes[1].set_title("update pushed onto the remaining columns")
+    if annotate:
+        for ax, data in ((axes[0], current), (axes[1], update)):
+            for (r, c), value in np.ndenumerate(data):
+                if np.isfinite(value) and value != 0:
+                    ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=5)
+    steps = np.arange(1, len(rtn_loss) + 1)
+    axes[2].plot(steps, rtn_loss, color=GRID, label="RTN")
+    axes[2].plot(np.arange(1, len(gptq_loss) + 1), gptq_loss, color=QUANTIZED, label="GPTQ")
+    axes[2].set_xlim(0, len(rtn_loss))
+    axes[2].set_xlabel("columns quantized")
+    axes[2].set_ylabel("layer loss  ||WX - Ŵ X||² / n")
+    axes[2].legend(fontsize=8, frameon=False)
+    for ax in axes[:2]:
+        ax.set_xlabel("column (input feature)")
+        ax.set_ylabel("row (output)")
+    fig.suptitle(title)
+    return fig

@@ -161,3 +161,89 @@ def affine_summary(W: np.ndarray, bits: int, sym: bool, group_size: int) -> dict
         "scale_first_group": scale,
         "zero_first_group": zero,
     }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebook 06: GPTQ, one column at a time
+# --------------------------------------------------------------------------------------------------------------
+class GPTQStepper:
+    """Step / Block / Run / Reset through GPTQ on one layer: the weights with columns turning quantized, the
+    update each step pushes onto the columns not yet quantized, and GPTQ's running loss against RTN's.
+
+    ``X`` are calibration inputs (tokens x in_features). Works on a toy layer (8 x 16: numbers fit on screen,
+    ``annotate=True``) and on any layer of the tiny model.
+    """
+
+    title = "GPTQ, one column at a time"
+
+    def __init__(self, W: np.ndarray, X: np.ndarray, fmt: str = "int3", group_size: int = -1, blocksize: int = 128,
+                 act_order: bool = False, annotate: bool | None = None):
+        from qtutor import formats
+        from qtutor.methods import gptq
+
+        widgets = _widgets()
+        self.W = np.asarray(W, dtype=np.float32)
+        self.hessian = gptq.Hessian(self.W.shape[1]).add(X)
+        self.solver = gptq.GPTQ(self.W, self.hessian, formats.get(fmt), group_size, blocksize=blocksize,
+                                act_order=act_order)
+        self.rtn_loss = gptq.running_rtn_loss(self.W, self.hessian.H, formats.get(fmt), group_size,
+                                              order=self.solver.perm)
+        self.annotate = self.W.size <= 256 if annotate is None else annotate
+        self.last_step = None
+        self.output = widgets.Output()
+        self.buttons = {name: widgets.Button(description=name) for name in ("Step", "Block", "Run", "Reset")}
+        for name, button in self.buttons.items():
+            button.on_click(lambda _button, name=name: self.press(name))
+        self.figure = None
+        self.state: dict = {}
+        self.redraw()
+
+    def press(self, name: str) -> None:
+        """What a button does (callable directly: tests and static notebooks use it)."""
+        solver = self.solver
+        if name == "Reset":
+            solver.reset()
+            self.last_step = None
+        elif not solver.done:
+            if name == "Step":
+                self.last_step = solver.step()
+            elif name == "Block":
+                self.last_step = solver.run_block()[-1]
+            elif name == "Run":
+                while not solver.done:
+                    self.last_step = solver.step()
+        self.redraw()
+
+    def redraw(self) -> None:
+        solver, step = self.solver, self.last_step
+        quantized = np.zeros(solver.columns, dtype=bool)
+        quantized[solver.perm[: solver.position]] = True
+        update = None
+        if step is not None and step.update.size:
+            update = np.zeros_like(self.W)
+            update[:, step.update_columns] = step.update
+        running = np.cumsum(solver.losses[: solver.position])
+        self.state = {
+            "position": solver.position,
+            "gptq_loss": float(running[-1]) if running.size else 0.0,
+            "rtn_loss": float(self.rtn_loss[solver.position - 1]) if solver.position else 0.0,
+            "last_column": None if step is None else step.column,
+            "last_error": None if step is None else np.asarray(step.error),
+            "done": solver.done,
+        }
+        figure = figures.gptq_panels(solver.current_weights(), quantized, update, running, self.rtn_loss,
+                                     annotate=self.annotate,
+                                     title=f"GPTQ {solver.fmt.name}: step {solver.position}/{solver.columns}, "
+                                           f"loss {self.state['gptq_loss']:.3g} (RTN {self.state['rtn_loss']:.3g})")
+        App._show(self, figure)
+
+    @property
+    def widget(self):
+        widgets = _widgets()
+        return widgets.VBox([widgets.HTML(f"<b>{self.title}</b>"), widgets.HBox(list(self.buttons.values())),
+                             self.output])
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
