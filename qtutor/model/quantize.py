@@ -1,0 +1,169 @@
+"""Quantize a whole model: every linear layer through one method and one format, fake-quant, restorable.
+
+    report = qt.quantize_model(model, method="gptq", fmt="int4", group_size=128, calib=qt.data.calibration(32, 256))
+    print(report.table())          # per layer: weight MSE, output error on the calibration inputs, bits, bytes
+    qt.perplexity(model, tok)      # the model now computes with the dequantized weights
+    report.restore()               # the original weights back (or use `with qt.quantize_model(...) as report:`)
+
+Fake quantization: each weight is replaced by its dequantized value, so the float model computes exactly
+what a quantized kernel would (up to the kernel's own rounding), and perplexity measures the format's and the
+method's error, nothing else.
+
+Calibrated methods (GPTQ, AWQ) see each layer's inputs. GPTQ here is *sequential* as in the reference: the
+blocks (decoder layers) are processed in order, and the inputs of block i are captured with blocks < i already
+quantized, so later layers learn to live with the earlier layers' errors.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qtutor import formats
+from qtutor.methods import get as get_method
+
+CALIBRATED = {"gptq", "awq"}
+_BLOCK = re.compile(r"\.(\d+)\.")
+
+
+@dataclass
+class LayerResult:
+    name: str
+    role: str
+    shape: tuple[int, int]
+    bits_per_weight: float
+    nbytes: float
+    weight_mse: float
+    output_error: float | None  # ||W X - W_hat X||^2 / ||W X||^2 on the calibration inputs
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class QuantizationReport:
+    """What ``quantize_model`` did, layer by layer; ``restore()`` puts the original weights back."""
+
+    method: str
+    fmt: str
+    group_size: Any
+    sym: Any
+    layers: list[LayerResult] = field(default_factory=list)
+    tensors: dict = field(default_factory=dict)  # name -> QuantizedTensor (kept when keep_tensors=True)
+    backup: Any = None
+    seconds: float = 0.0
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Over the quantized layers: total storage bits / total weights."""
+        weights = sum(layer.shape[0] * layer.shape[1] for layer in self.layers)
+        return sum(layer.nbytes * 8 for layer in self.layers) / max(weights, 1)
+
+    @property
+    def nbytes(self) -> float:
+        return sum(layer.nbytes for layer in self.layers)
+
+    def restore(self) -> None:
+        if self.backup is not None:
+            self.backup.restore()
+            self.backup = None
+
+    def __enter__(self) -> "QuantizationReport":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    def rows(self) -> list[dict]:
+        return [layer.as_dict() for layer in self.layers]
+
+    def table(self) -> str:
+        lines = [f"{'layer':42s} {'role':7s} {'shape':>11s} {'bits/w':>7s} {'weight MSE':>11s} {'output err':>10s}"]
+        for layer in self.layers:
+            error = "-" if layer.output_error is None else f"{layer.output_error:.3e}"
+            lines.append(f"{layer.name:42s} {layer.role:7s} {str(layer.shape[0]) + 'x' + str(layer.shape[1]):>11s} "
+                         f"{layer.bits_per_weight:7.3f} {layer.weight_mse:11.3e} {error:>10s}")
+        lines.append(f"{len(self.layers)} layers, {self.bits_per_weight:.3f} bits/weight, "
+                     f"{self.nbytes / 1e6:.2f} MB, {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def block_of(name: str) -> int | None:
+    """The decoder block a layer belongs to (``model.layers.3.mlp.up_proj`` -> 3), None outside the blocks."""
+    match = _BLOCK.search(name)
+    return int(match.group(1)) if match else None
+
+
+def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_size: Any = "default",
+                   sym: bool | None = None, calib: Any = None, *, skip: tuple[str, ...] = ("lm_head",),
+                   layers: list[str] | None = None, keep_tensors: bool = False, progress: bool = True,
+                   **method_kw) -> QuantizationReport:
+    """Fake-quantize every linear layer of ``model`` (except roles in ``skip``) and report per layer.
+
+    ``calib``: calibration token ids (n_samples x seq_len, e.g. ``qt.data.calibration(32, 256)``); required by
+    GPTQ and AWQ, optional for RTN (then the report also gives each layer's output error).
+    """
+    from tqdm.auto import tqdm
+
+    from qtutor.model import WeightBackup, capture_inputs, get_weight, linear_layers, set_weight
+
+    method = str(method).lower()
+    quantizer = get_method(method)
+    fmt_object = formats.get(fmt)
+    if group_size == "default":
+        group_size = fmt_object.weight_group_size
+    if method in CALIBRATED and calib is None:
+        raise ValueError(f"{method} needs calibration data: calib=qt.data.calibration(n_samples=32, seq_len=256)")
+    targets = [layer for layer in linear_layers(model)
+               if layer.role not in skip and (layers is None or layer.name in layers)]
+    if not targets:
+        raise ValueError("no linear layers to quantize (check `layers=` and `skip=`)")
+    backup = WeightBackup(model, [layer.name for layer in targets])
+    report = QuantizationReport(method, fmt_object.name, group_size, sym, backup=backup)
+    started = time.time()
+    # sequential (GPTQ): capture a block's inputs after the earlier blocks are quantized; otherwise capture once
+    sequential = method == "gptq"
+    groups: dict[Any, list] = {}
+    for layer in targets:
+        groups.setdefault(block_of(layer.name) if sequential else 0, []).append(layer)
+    bar = tqdm(total=len(targets), desc=f"{method} {fmt_object.name}", disable=not progress, leave=False)
+    try:
+        for _, group in groups.items():
+            inputs = {}
+            if calib is not None:
+                inputs = capture_inputs(model, calib, [layer.name for layer in group])
+            for layer in group:
+                W = get_weight(layer)
+                X = inputs.get(layer.name)
+                t0 = time.time()
+                q = quantizer.quantize(W, fmt_object, group_size=group_size, sym=sym, calib=X, name=layer.name,
+                                       **method_kw)
+                W_hat = np.asarray(q.dequantize(), dtype=np.float32)
+                set_weight(layer, W_hat)
+                report.layers.append(LayerResult(
+                    name=layer.name, role=layer.role, shape=tuple(W.shape), bits_per_weight=q.bits_per_weight,
+                    nbytes=q.nbytes, weight_mse=float(np.mean((W_hat - W) ** 2)),
+                    output_error=None if X is None else relative_output_error(W, W_hat, X),
+                    seconds=time.time() - t0))
+                if keep_tensors:
+                    report.tensors[layer.name] = q
+                bar.update(1)
+    except BaseException:
+        backup.restore()  # a failure leaves the model as it was
+        raise
+    finally:
+        bar.close()
+    report.seconds = time.time() - started
+    return report
+
+
+def relative_output_error(W: Any, W_hat: Any, X: Any, max_tokens: int = 4096) -> float:
+    """||X W^T - X W_hat^T||^2 / ||X W^T||^2 on (up to ``max_tokens``) calibration inputs."""
+    X = np.asarray(X, dtype=np.float32)[:max_tokens]
+    exact = X @ np.asarray(W, dtype=np.float32).T
+    delta = X @ (np.asarray(W_hat, dtype=np.float32) - np.asarray(W, dtype=np.float32)).T
+    return float((delta.astype(np.float64) ** 2).sum() / max((exact.astype(np.float64) ** 2).sum(), 1e-30))
