@@ -12,7 +12,7 @@ from typing import Any
 
 from qtutor.tensor import QuantizedTensor
 
-METHODS = ("rtn", "gptq", "awq")
+METHODS = ("rtn", "gptq", "awq", "llm_int8")
 
 
 def get(method: str):
