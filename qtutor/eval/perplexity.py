@@ -1,0 +1,88 @@
+"""Perplexity with a sliding window: how surprised the model is by text it has not seen.
+
+    ppl = exp( - (1/N) * sum_i log p(t_i | t_<i) )
+
+A model can only look back ``ctx`` tokens, so a long text is scored window by window (as in the transformers
+perplexity guide and llama.cpp's perplexity tool). Windows of ``ctx`` tokens start every ``stride`` tokens;
+each window scores only the tokens that no earlier window scored, so every token is scored exactly once, with
+at least ``ctx - stride`` tokens of context (except near the start of the text). The very first token of the
+text is never scored: nothing precedes it. ``stride == ctx`` gives (almost) non-overlapping chunks — faster,
+less context per token, higher perplexity; consecutive windows still share one token, since a window cannot
+score its own first token. A smaller stride gives each token more context.
+
+The negative log-likelihoods are summed in float64; the result is deterministic for a given model and text.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def window_plan(n_tokens: int, ctx: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, end, first_scored) of every window: tokens start..end-1 are fed, first_scored..end-1 scored.
+
+    A window cannot score its own first token (nothing precedes it inside the window), so consecutive windows
+    overlap by at least one token, and the last window is moved left to be full length."""
+    if ctx < 2 or not 0 < stride <= ctx:
+        raise ValueError(f"stride={stride} must be in 1..ctx={ctx}, and ctx >= 2")
+    plan, scored_until, start = [], 1, 0  # token 0 has no context and is never scored
+    while scored_until < n_tokens:
+        end = min(start + ctx, n_tokens)
+        plan.append((start, end, scored_until))
+        scored_until = end
+        start = min(start + stride, end - 1, max(n_tokens - ctx, 0))
+    return plan
+
+
+def perplexity(model: Any, tokenizer: Any = None, split: str = "test", *, text: str | None = None,
+               tokens: Any = None, ctx: int = 256, stride: int = 128, max_tokens: int | None = None,
+               batch_size: int = 16, progress: bool = True) -> float:
+    """Sliding-window perplexity of ``model`` on a corpus split (default), a ``text`` or ``tokens`` (ids)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    ids = _token_ids(tokenizer, split, text, tokens)
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if limit is not None and ctx > limit:
+        raise ValueError(f"ctx={ctx} is longer than the model's {limit} positions; use ctx <= {limit}")
+    if len(ids) < ctx + 1:
+        raise ValueError(f"the text has {len(ids)} tokens, fewer than one window of ctx={ctx} + 1; "
+                         f"use a longer text or a smaller ctx")
+    plan = window_plan(len(ids), ctx, stride)
+    device = next(model.parameters()).device
+    total_nll, total_count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for first in tqdm(range(0, len(plan), batch_size), desc="perplexity", disable=not progress, leave=False):
+            batch = plan[first:first + batch_size]
+            length = max(end - start for start, end, _ in batch)
+            inputs = np.zeros((len(batch), length), dtype=np.int64)
+            for row, (start, end, _) in enumerate(batch):
+                inputs[row, : end - start] = ids[start:end]
+            logits = model(input_ids=torch.from_numpy(inputs).to(device)).logits.double()
+            log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+            targets = torch.from_numpy(inputs[:, 1:]).to(device)
+            token_log_probs = log_probs.gather(-1, targets[..., None])[..., 0]
+            for row, (start, end, scored) in enumerate(batch):
+                # position p predicts token start + p + 1; score tokens scored .. end-1
+                total_nll -= float(token_log_probs[row, scored - start - 1:end - start - 1].sum())
+                total_count += end - scored
+    return math.exp(total_nll / total_count)
+
+
+def _token_ids(tokenizer: Any, split: str, text: str | None, tokens: Any) -> np.ndarray:
+    if tokens is not None:
+        return np.asarray(tokens, dtype=np.int64).ravel()
+    if text is not None:
+        if tokenizer is None:
+            raise ValueError("text= needs the tokenizer")
+        return np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    from qtutor import data
+
+    if tokenizer is None or tokenizer is data.load_tokenizer():
+        return data.tokens(split)  # the embedded tokenizer: token ids are cached on disk
+    return np.asarray(tokenizer(data.text(split), add_special_tokens=False)["input_ids"], dtype=np.int64)

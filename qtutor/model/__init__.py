@@ -1,0 +1,165 @@
+"""Models: load one, walk its linear layers, capture what flows into them, swap their weights and back.
+
+    model, tok = qt.load_model("tiny")                 # the embedded model, offline
+    layers = qt.model.linear_layers(model)             # name, role (q/k/v/o/gate/up/down/...), shape
+    X = qt.model.capture_inputs(model, calib)          # layer name -> inputs (tokens x in_features)
+    with qt.model.swapped_weights(model, {name: W_hat}):
+        ...                                            # the model computes with W_hat, then gets W back
+
+This is the one place where torch tensors become NumPy arrays and back. Weights are always presented as
+(out_features, in_features), whatever the layer type: GPT-2's Conv1D stores the transpose, and that is
+handled here so that no method needs to know.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from qtutor.model.loading import load_model
+
+# (pattern on the module's name, role); the first that matches wins
+ROLE_PATTERNS = (
+    (r"(^|\.)(q_proj|query)$", "q"),
+    (r"(^|\.)(k_proj|key)$", "k"),
+    (r"(^|\.)(v_proj|value)$", "v"),
+    (r"(^|\.)(c_attn|qkv_proj|query_key_value|Wqkv)$", "qkv"),
+    (r"(^|\.)(o_proj|out_proj|attn\.c_proj|dense)$", "o"),
+    (r"(^|\.)(gate_proj|w1)$", "gate"),
+    (r"(^|\.)(up_proj|w3|c_fc|fc1)$", "up"),
+    (r"(^|\.)(down_proj|w2|mlp\.c_proj|fc2)$", "down"),
+    (r"(^|\.)(lm_head|embed_out)$", "lm_head"),
+)
+
+
+@dataclass(frozen=True)
+class LinearLayer:
+    """One linear layer of a model: y = x W^T (+ b), W of shape (out_features, in_features)."""
+
+    name: str
+    module: Any
+    role: str
+    in_features: int
+    out_features: int
+    transposed: bool  # GPT-2's Conv1D keeps W^T in .weight
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.out_features, self.in_features)
+
+
+def role_of(name: str) -> str:
+    for pattern, role in ROLE_PATTERNS:
+        if re.search(pattern, name):
+            return role
+    return "other"
+
+
+def linear_layers(model: Any) -> list[LinearLayer]:
+    """Every linear layer in module order (``nn.Linear`` and GPT-2's ``Conv1D``), with its role."""
+    import torch
+
+    layers = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            layers.append(LinearLayer(name, module, role_of(name), module.in_features, module.out_features, False))
+        elif type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+            rows, columns = module.weight.shape  # (in, out)
+            layers.append(LinearLayer(name, module, role_of(name), rows, columns, True))
+    return layers
+
+
+def find_layer(model: Any, name: str) -> LinearLayer:
+    for layer in linear_layers(model):
+        if layer.name == name:
+            return layer
+    names = [layer.name for layer in linear_layers(model)]
+    raise KeyError(f"no linear layer called {name!r}; e.g. {', '.join(names[:4])} ... ({len(names)} in all)")
+
+
+def get_weight(layer: LinearLayer) -> np.ndarray:
+    """A float32 copy of W (out_features, in_features)."""
+    weight = layer.module.weight.detach().float().cpu().numpy()
+    return np.array(weight.T if layer.transposed else weight, dtype=np.float32)
+
+
+def set_weight(layer: LinearLayer, W: Any) -> None:
+    """Write W (out_features, in_features) into the layer, in the layer's dtype and device."""
+    import torch
+
+    W = np.asarray(W, dtype=np.float32)
+    if W.shape != layer.shape:
+        raise ValueError(f"{layer.name}: weight of shape {W.shape} given, the layer needs {layer.shape}")
+    parameter = layer.module.weight
+    value = torch.from_numpy(np.ascontiguousarray(W.T if layer.transposed else W))
+    with torch.no_grad():
+        parameter.copy_(value.to(dtype=parameter.dtype, device=parameter.device))
+
+
+class WeightBackup:
+    """A copy of some layers' weights, to put back with :meth:`restore` (bit-exact)."""
+
+    def __init__(self, model: Any, names: Iterable[str] | None = None):
+        layers = linear_layers(model)
+        wanted = None if names is None else set(names)
+        self.saved = {layer.name: (layer, layer.module.weight.detach().clone())
+                      for layer in layers if wanted is None or layer.name in wanted}
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for layer, original in self.saved.values():
+                layer.module.weight.copy_(original)
+
+
+@contextlib.contextmanager
+def swapped_weights(model: Any, weights: dict[str, Any]):
+    """Within the block, the named layers compute with the given weights; the originals come back on exit,
+    exceptions included."""
+    backup = WeightBackup(model, weights)
+    try:
+        for name, W in weights.items():
+            set_weight(find_layer(model, name), W)
+        yield model
+    finally:
+        backup.restore()
+
+
+def capture_inputs(model: Any, tokens: Any, layers: Iterable[str] | None = None, batch_size: int = 8,
+                   max_tokens: int | None = None) -> dict[str, np.ndarray]:
+    """Run ``tokens`` (n_sequences x seq_len ids) through the model and return each chosen layer's inputs as a
+    float32 array (tokens x in_features), collected by forward pre-hooks that are always removed afterwards."""
+    import torch
+
+    wanted = None if layers is None else set(layers)
+    chosen = [layer for layer in linear_layers(model) if wanted is None or layer.name in wanted]
+    if not chosen:
+        raise ValueError("no layers to capture (check the names against qt.model.linear_layers(model))")
+    tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+    if tokens.ndim == 1:
+        tokens = tokens[None, :]
+    captured: dict[str, list[np.ndarray]] = {layer.name: [] for layer in chosen}
+
+    def recorder(name: str):
+        def record(module, args):
+            x = args[0].detach().float()
+            captured[name].append(x.reshape(-1, x.shape[-1]).cpu().numpy())
+        return record
+
+    handles = [layer.module.register_forward_pre_hook(recorder(layer.name)) for layer in chosen]
+    try:
+        with torch.no_grad():
+            for start in range(0, tokens.shape[0], batch_size):
+                model(input_ids=tokens[start:start + batch_size].to(model.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: np.concatenate(parts, axis=0)[:max_tokens] for name, parts in captured.items()}
+
+
+__all__ = ["LinearLayer", "WeightBackup", "capture_inputs", "find_layer", "get_weight", "linear_layers",
+           "load_model", "role_of", "set_weight", "swapped_weights"]

@@ -1,0 +1,89 @@
+"""Loading a causal language model: the embedded "tiny" model, a local directory, or a Hugging Face id.
+
+Safety and offline rules, always: weights load from safetensors only (a pickle file can run code when it is
+loaded), ``trust_remote_code`` is off (no code from a model repository runs here), and nothing is downloaded
+unless ``QTUTOR_ALLOW_DOWNLOAD=1`` is set — a Hugging Face id must already be in the local cache.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+TINY_DIR = Path(__file__).resolve().parents[1] / "zoo" / "tiny"
+
+
+class ModelNotAvailableError(OSError):
+    """The model asked for is not on this machine (and downloads are off)."""
+
+
+def load_model(name: str = "tiny", *, dtype: Any = None, device: str = "cpu", tokenizer: Any = None):
+    """(model, tokenizer) in eval mode.
+
+    ``name``: ``"tiny"`` (the embedded model, offline), a local directory saved with ``save_pretrained``
+    (safetensors), or a Hugging Face id already in the local cache. ``tokenizer``: use this one instead of the
+    directory's (a directory without a tokenizer needs it).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = dtype or torch.float32
+    if name == "tiny":
+        path, local_only = TINY_DIR, True
+        if not (path / "model.safetensors").is_file():
+            raise ModelNotAvailableError(f"the embedded model is missing from {path}: reinstall qtutor, or train it "
+                                         "with `python -m qtutor.zoo.train model`")
+    elif Path(name).expanduser().is_dir():
+        path, local_only = Path(name).expanduser(), True
+        _check_weights(path)
+    else:
+        path, local_only = name, os.environ.get("QTUTOR_ALLOW_DOWNLOAD") != "1"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True,
+                                                     trust_remote_code=False, local_files_only=local_only)
+    except OSError as error:
+        if isinstance(path, Path):
+            raise _unreadable(path, error) from error
+        raise ModelNotAvailableError(
+            f"model {name!r} is not available offline ({type(error).__name__}). The course runs on the embedded "
+            f"model: load_model('tiny'). To use another model, save it with save_pretrained(..., "
+            f"safe_serialization=True) and pass its directory: load_model('/path/to/dir'); or set "
+            f"QTUTOR_ALLOW_DOWNLOAD=1 to let transformers download {name!r}."
+        ) from error
+    except Exception as error:  # safetensors raises its own errors for corrupt files
+        raise _unreadable(Path(str(path)), error) from error
+    model.to(device).eval()
+    if tokenizer is None:
+        tokenizer = _load_tokenizer(name, path, local_only, AutoTokenizer)
+    return model, tokenizer
+
+
+def _load_tokenizer(name: str, path: Any, local_only: bool, auto_tokenizer: Any):
+    if name == "tiny":
+        from qtutor.data import load_tokenizer
+
+        return load_tokenizer()
+    try:
+        return auto_tokenizer.from_pretrained(str(path), trust_remote_code=False, local_files_only=local_only)
+    except (OSError, ValueError) as error:
+        raise ModelNotAvailableError(
+            f"no tokenizer found for {name!r}; save one into the directory (tokenizer.save_pretrained(dir)) or pass "
+            f"tokenizer=... to load_model"
+        ) from error
+
+
+def _check_weights(path: Path) -> None:
+    """A local directory must hold safetensors weights (pickle checkpoints are refused, not converted)."""
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        hint = f" (found {', '.join(pickled)}: pickle files are not loaded)" if pickled else ""
+        raise ModelNotAvailableError(
+            f"{path} has no .safetensors weights{hint}; re-save the model with "
+            "model.save_pretrained(dir, safe_serialization=True)")
+
+
+def _unreadable(path: Path, error: Exception) -> Exception:
+    files = sorted(p.name for p in path.glob("*.safetensors")) if path.is_dir() else [path.name]
+    return ModelNotAvailableError(
+        f"could not read the weights in {path} ({', '.join(files)}): {type(error).__name__}: {error}. The file may be "
+        "truncated or corrupt; re-save or re-copy it.")

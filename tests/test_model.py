@@ -1,0 +1,116 @@
+"""Loading models (embedded, local GPT-2 and OPT directories), walking linears, capturing, swapping weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import qtutor as qt  # noqa: E402
+from qtutor import model as qm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return qt.load_model("tiny")
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """Small randomly initialised GPT-2 (Conv1D, transposed weights) and OPT models saved as safetensors."""
+    from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
+
+    root = tmp_path_factory.mktemp("models")
+    tokenizer = qt.data.load_tokenizer()
+    torch.manual_seed(0)
+    models = {
+        "gpt2": GPT2LMHeadModel(GPT2Config(vocab_size=4096, n_positions=128, n_embd=64, n_layer=2, n_head=2,
+                                           bos_token_id=0, eos_token_id=0)),
+        "opt": OPTForCausalLM(OPTConfig(vocab_size=4096, hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                                        num_attention_heads=2, max_position_embeddings=128, word_embed_proj_dim=64,
+                                        bos_token_id=0, eos_token_id=0, pad_token_id=0)),
+    }
+    for name, model in models.items():
+        model.save_pretrained(root / name, safe_serialization=True)
+        tokenizer.save_pretrained(root / name)
+    return root
+
+
+def test_the_embedded_model_is_a_6m_llama_with_dimensions_multiple_of_256(tiny):
+    model, tokenizer = tiny
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert 6.0e6 < sum(p.numel() for p in model.parameters()) < 6.4e6
+    layers = qm.linear_layers(model)
+    assert [layer.role for layer in layers[:7]] == ["q", "k", "v", "o", "gate", "up", "down"]
+    assert all(layer.in_features % 256 == 0 and layer.out_features % 256 == 0 for layer in layers)
+    assert tokenizer.vocab_size == model.config.vocab_size == 4096
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt"])
+def test_local_directories_of_other_architectures_load_and_walk(saved_models, kind):
+    model, _ = qt.load_model(str(saved_models / kind))
+    layers = qm.linear_layers(model)
+    roles = {layer.role for layer in layers}
+    assert {"o", "up", "down", "lm_head"} <= roles and ("qkv" in roles or {"q", "k", "v"} <= roles)
+    for layer in layers[:4]:
+        W = qm.get_weight(layer)
+        assert W.shape == (layer.out_features, layer.in_features)
+        qm.set_weight(layer, W * 0.5)
+        np.testing.assert_allclose(qm.get_weight(layer), W * 0.5)
+
+
+def test_gpt2_conv1d_weights_are_presented_as_out_by_in(saved_models):
+    model, _ = qt.load_model(str(saved_models / "gpt2"))
+    layer = qm.find_layer(model, "transformer.h.0.attn.c_attn")
+    assert layer.transposed and layer.shape == (192, 64)
+    np.testing.assert_array_equal(qm.get_weight(layer), layer.module.weight.detach().numpy().T)
+    x = torch.randn(3, 64)
+    np.testing.assert_allclose(layer.module(x).detach().numpy(),
+                               x.numpy() @ qm.get_weight(layer).T + layer.module.bias.detach().numpy(), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_captured_inputs_are_what_the_layer_sees(saved_models):
+    model, _ = qt.load_model(str(saved_models / "opt"))
+    tokens = np.random.default_rng(0).integers(0, 4096, size=(3, 10))
+    name = "model.decoder.layers.1.fc2"
+    X = qm.capture_inputs(model, tokens, [name], batch_size=2)[name]
+    assert X.shape == (30, 128)
+    seen = []
+    handle = qm.find_layer(model, name).module.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        model(input_ids=torch.from_numpy(tokens))
+    handle.remove()
+    np.testing.assert_allclose(X, seen[0].reshape(-1, 128).numpy(), rtol=1e-6)
+
+
+def test_swapped_weights_are_restored_bit_exactly_even_after_an_exception(tiny):
+    model, _ = tiny
+    layer = qm.linear_layers(model)[0]
+    original = layer.module.weight.detach().clone()
+    with pytest.raises(RuntimeError, match="boom"):
+        with qm.swapped_weights(model, {layer.name: np.zeros(layer.shape, np.float32)}):
+            assert float(layer.module.weight.abs().sum()) == 0.0
+            raise RuntimeError("boom")
+    assert torch.equal(layer.module.weight, original)
+
+
+def test_an_unknown_model_id_offline_names_the_embedded_default():
+    with pytest.raises(qm.loading.ModelNotAvailableError, match=r"load_model\('tiny'\).*local directory|directory"):
+        qt.load_model("no-such-org/no-such-model")
+
+
+def test_pickle_only_and_corrupt_checkpoints_are_refused(tmp_path, saved_models):
+    import shutil
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(saved_models / "opt", pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(qm.loading.ModelNotAvailableError, match="pickle files are not loaded"):
+        qt.load_model(str(pickled))
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(saved_models / "opt", corrupt)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(qm.loading.ModelNotAvailableError, match="truncated or corrupt"):
+        qt.load_model(str(corrupt))
