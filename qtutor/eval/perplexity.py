@@ -49,8 +49,8 @@ def perplexity(model: Any, tokenizer: Any = None, split: str = "test", *, text: 
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if limit is not None and ctx > limit:
         raise ValueError(f"ctx={ctx} is longer than the model's {limit} positions; use ctx <= {limit}")
-    if len(ids) < ctx + 1:
-        raise ValueError(f"the text has {len(ids)} tokens, fewer than one window of ctx={ctx} + 1; "
+    if len(ids) < ctx:
+        raise ValueError(f"the text has {len(ids)} tokens, fewer than one window of ctx={ctx}; "
                          f"use a longer text or a smaller ctx")
     plan = window_plan(len(ids), ctx, stride)
     device = next(model.parameters()).device
