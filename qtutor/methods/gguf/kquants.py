@@ -16,7 +16,9 @@ against golden bytes from ggml's own C code). The functions work on many blocks 
 
 With an importance matrix (``imatrix``: the mean squared activation of each input column), the weights of the
 least-squares fits become imatrix * sqrt(sigma^2 + x^2) instead of the defaults, as llama.cpp's ``--imatrix``
-does, so that columns that see large activations are reproduced more faithfully.
+does, so that columns that see large activations are reproduced more faithfully. llama.cpp also switches to
+wider searches in that case (``make_qkx3_quants``, ``make_qp_quants``); qtutor keeps the reference searches
+and changes only their weights, so imatrix output is *not* byte-identical to llama.cpp's.
 """
 from __future__ import annotations
 

@@ -138,7 +138,8 @@ def dequantize(block: np.ndarray, name: str) -> np.ndarray:
     if name == "Q8_0":
         return d * block["qs"].astype(np.float32)
     if name == "MXFP4":
-        return mxfp4_half_scale(block["e"])[:, None] * MXFP4_DOUBLED[_unpack_halves(block["qs"])]
+        with np.errstate(over="ignore"):  # e = 255 (NaN in OCP's E8M0) overflows to inf, as in ggml
+            return mxfp4_half_scale(block["e"])[:, None] * MXFP4_DOUBLED[_unpack_halves(block["qs"])]
     codes = _unpack_halves(block["qs"])
     if name in ("Q5_0", "Q5_1"):
         codes = codes | _unpack_high_bits(block["qh"])
