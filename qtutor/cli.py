@@ -149,12 +149,26 @@ def sweep_command(args: argparse.Namespace) -> dict:
         for fmt in args.formats.split(","):
             for group in args.group_sizes.split(","):
                 configs.append((f"{method} {fmt} g{group}", method, fmt, _group_size(group), _sym(args.sym)))
+    configs += [(f"gguf {mix}", "gguf", mix, None, None) for mix in filter(None, args.mixes.split(","))]
     calib = _calibration(args, next((m for m in args.methods.split(",") if m != "rtn"), "rtn"))
     rows = sweep(model, tokenizer, configs, max_tokens=args.max_tokens, calib=calib, progress=not args.json)
     if not args.json:
         print_table([{k: row.get(k) for k in ("label", "bits_per_weight", "ppl", "delta_pct", "seconds")}
                      for row in rows])
     return {"model": args.model, "max_tokens": args.max_tokens, "rows": rows}
+
+
+@command("export-gguf")
+def export_gguf_command(args: argparse.Namespace) -> dict:
+    """Write the model as a .gguf file quantized with a llama.cpp mix."""
+    from qtutor.methods.gguf.export import export_gguf
+
+    model, tokenizer = _load(args)
+    summary = export_gguf(model, tokenizer, args.out, mix=args.type, progress=not args.json)
+    if not args.json:
+        print(f"wrote {summary['path']}: {summary['file_bytes']:,} bytes, {summary['bits_per_weight']:.3f} bits per "
+              f"weight, tensors by type: {summary['counts']}")
+    return summary
 
 
 @command("lab")
@@ -196,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--methods", default="rtn")
     sweep.add_argument("--formats", default="int2,int3,int4,int8")
     sweep.add_argument("--group-sizes", default="-1,128")
+    sweep.add_argument("--mixes", default="", help="GGUF mixes to add, e.g. Q4_K_M,Q5_K_M")
+    export = add("export-gguf", "write the model as a quantized .gguf file")
+    export.add_argument("--model", default="tiny")
+    export.add_argument("--type", default="Q4_K_M", help="a llama.cpp mix: Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K, Q8_0 ...")
+    export.add_argument("out", help="the .gguf file to write")
     lab = add("lab", "open JupyterLab at the course")
     lab.add_argument("--no-browser", action="store_true", help="start the server without opening a browser")
     lab.add_argument("--port", type=int, default=None)

@@ -47,6 +47,13 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
         weights = sum(layer.shape[0] * layer.shape[1] for layer in linear_layers(model) if layer.role != "lm_head")
         point = {"method": "none", "format": "fp32", "group_size": None, "sym": None,
                  "bits_per_weight": 32.0, "bytes": weights * 4, "ppl": perplexity(model, tokenizer, **ppl_kw)}
+    elif method == "gguf":  # a whole-model mix such as Q4_K_M (the tied embedding included, as in llama.cpp)
+        from qtutor.methods.gguf.apply import apply_mix
+
+        with apply_mix(model, fmt, progress=progress) as report:
+            point = {"method": "gguf", "format": report.fmt, "group_size": None, "sym": None,
+                     "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes),
+                     "ppl": perplexity(model, tokenizer, **ppl_kw)}
     else:
         with quantize_model(model, method, fmt, group_size, sym, calib, progress=progress, **method_kw) as report:
             point = {"method": method, "format": report.fmt, "group_size": report.group_size, "sym": report.sym,
