@@ -108,6 +108,54 @@ def checkbox(description: str, value: bool):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Notebook 01: number formats
+# --------------------------------------------------------------------------------------------------------------
+def format_summary(name: str, value: float) -> dict:
+    """What a format does to one number, and its grid: the facts the format explorer shows."""
+    from qtutor import formats
+
+    fmt = formats.get(name)
+    x = np.array([value], dtype=np.float32)
+    if fmt.family == "minifloat":
+        code = int(fmt.cast(x)[0])
+        stored = float(fmt.values(np.array([code]))[0])
+        bits = [(code >> i) & 1 for i in range(fmt.bits - 1, -1, -1)]
+    else:  # integer / block formats: the element grid, no scale (a value is its own nearest grid point)
+        grid = fmt.grid
+        stored = float(grid[np.argmin(np.abs(grid - value))])
+        code, bits = None, None
+    positive = fmt.grid[fmt.grid > 0]
+    return {"name": name, "grid": fmt.grid, "stored": stored, "error": stored - value, "code": code, "bits": bits,
+            "levels": int(fmt.grid.size), "max": float(fmt.max_value),
+            "smallest_positive": float(positive.min()) if positive.size else float("nan")}
+
+
+class FormatExplorer(App):
+    """Pick a format and a number: the format's representable values and where the number lands."""
+
+    title = "Number formats: pick one, type a number, see where it lands"
+
+    def __init__(self, names: list[str] | None = None, name: str = "fp8_e4m3", value: float = 0.3):
+        from qtutor import formats
+
+        names = names or [n for n in formats.names() if formats.get(n).bits <= 8]
+        super().__init__({
+            "name": dropdown("format", names, name),
+            "value": _widgets().FloatText(value=value, description="x =", style={"description_width": "initial"}),
+        })
+
+    def compute(self, name: str, value: float) -> dict:
+        return format_summary(name, float(value))
+
+    def draw(self, state: dict):
+        fig = figures.number_line(state["grid"], highlight={f"x = {state['settings']['value']:g}": [
+            state["settings"]["value"]], f"stored {state['stored']:g}": [state["stored"]]},
+            title=f"{state['name']}: {state['levels']} values, max {state['max']:g}, "
+                  f"error {state['error']:+.3g}")
+        return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Notebook 02: affine quantization and granularity
 # --------------------------------------------------------------------------------------------------------------
 class AffinePlayground(App):
