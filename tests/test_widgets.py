@@ -43,3 +43,15 @@ def test_gptq_stepper_buttons_walk_the_columns():
     assert app.state["done"] and app.state["gptq_loss"] <= app.state["rtn_loss"] * (1 + 1e-6)
     app.press("Reset")
     assert not app.state["done"]
+
+
+def test_block_anatomy_rebuilds_the_chosen_weight():
+    from qtutor.methods import gguf
+
+    row = np.random.default_rng(2).standard_normal(256).astype(np.float32)
+    app = widgets.BlockAnatomy(row, "Q4_K", index=70)
+    decoded = gguf.dequantize(gguf.quantize(row[None], "Q4_K"), "Q4_K")[0]
+    assert app.state["value"] == decoded[70] and app.state["sub_block"] == 2
+    assert len(app.state["roles"]) == 144 and app.state["roles"].count("quants") == 128
+    app.controls["type_name"].value = "Q4_0"  # 32-weight blocks: the index is clamped into the block
+    assert app.state["weight"] == 31 and len(app.state["bytes"]) == 18

@@ -237,3 +237,31 @@ def gptq_panels(current: np.ndarray, quantized: np.ndarray, update: np.ndarray |
         ax.set_ylabel("row (output)")
     fig.suptitle(title)
     return fig
+
+
+# ---- GGUF ------------------------------------------------------------------------------------------------------
+ROLE_COLOURS = {"scale": "#e15759", "min": "#f28e2b", "sub-block scales": "#edc948", "quants": "#4e79a7",
+                "high bits": "#76b7b2"}
+
+
+def block_bytes(roles: Sequence[str], block: np.ndarray | None = None, ax=None, title: str = "",
+                highlight: Sequence[int] = (), per_row: int = 16):
+    """The bytes of one ggml block as a grid of cells coloured by role (scale, min, sub-block scales, quants,
+    high bits), with each byte's value in hex when ``block`` is given; ``highlight`` outlines some bytes."""
+    n = len(roles)
+    rows = -(-n // per_row)
+    fig, ax = new_axes(ax, figsize=(8, 0.42 * rows + 0.9))
+    for i, role in enumerate(roles):
+        row, col = divmod(i, per_row)
+        ax.add_patch(plt.Rectangle((col, -row), 0.94, 0.9, color=ROLE_COLOURS.get(role, GRID), alpha=0.85,
+                                   linewidth=2.0 if i in highlight else 0, edgecolor="black"))
+        if block is not None:
+            ax.text(col + 0.47, -row + 0.45, f"{int(block[i]):02x}", ha="center", va="center", fontsize=7, color="white")
+    for k, (role, colour) in enumerate((r, c) for r, c in ROLE_COLOURS.items() if r in set(roles)):
+        ax.add_patch(plt.Rectangle((k * 3.3, 1.25), 0.5, 0.5, color=colour))
+        ax.text(k * 3.3 + 0.6, 1.5, role, va="center", fontsize=8)
+    ax.set_xlim(-0.2, per_row + 0.2)
+    ax.set_ylim(-rows + 0.8, 2.0)
+    ax.axis("off")
+    ax.set_title(title or f"{n} bytes")
+    return fig

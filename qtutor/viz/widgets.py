@@ -295,3 +295,41 @@ class GPTQStepper:
         from IPython.display import display
 
         display(self.widget)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebook 10: GGUF block anatomy
+# --------------------------------------------------------------------------------------------------------------
+def block_summary(W_row: np.ndarray, type_name: str, index: int) -> dict:
+    """One block of ``W_row`` in ``type_name``: its bytes, their roles, and how weight ``index`` is rebuilt."""
+    from qtutor.methods import gguf
+    from qtutor.methods.gguf import anatomy
+
+    block, size, bpw = gguf.block_info(type_name)
+    row = np.asarray(W_row, dtype=np.float32).reshape(1, -1)[:, :block]
+    data = gguf.quantize(row, type_name)[0, :size]
+    index = min(int(index), block - 1)
+    return {"bytes": data, "roles": anatomy.byte_roles(type_name), "bits_per_weight": bpw,
+            "original": float(row[0, index]), **anatomy.explain(data, type_name, index)}
+
+
+class BlockAnatomy(App):
+    """Pick a ggml type and a weight: the block's bytes by role, and the formula that rebuilds the weight."""
+
+    title = "Inside a GGUF block: pick a type and a weight"
+
+    def __init__(self, W_row: np.ndarray, type_name: str = "Q4_K", index: int = 0):
+        from qtutor.methods import gguf
+
+        self.W_row = np.asarray(W_row, dtype=np.float32).ravel()
+        super().__init__({"type_name": dropdown("type", gguf.type_names(), type_name),
+                          "index": slider("weight", index, 0, 255)})
+
+    def compute(self, type_name: str, index: int) -> dict:
+        return block_summary(self.W_row, type_name, index)
+
+    def draw(self, state: dict):
+        return figures.block_bytes(state["roles"], state["bytes"],
+                                   title=f"{state['type']} ({state['bits_per_weight']:g} bits/weight): weight "
+                                         f"{state['weight']} = {state['formula']} = {state['value']:.4g} "
+                                         f"(was {state['original']:.4g})")
