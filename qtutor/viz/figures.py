@@ -253,7 +253,7 @@ def block_bytes(roles: Sequence[str], block: np.ndarray | None = None, ax=None, 
     fig, ax = new_axes(ax, figsize=(8, 0.42 * rows + 0.9))
     for i, role in enumerate(roles):
         row, col = divmod(i, per_row)
-        ax.add_patch(plt.Rectangle((col, -row), 0.94, 0.9, color=ROLE_COLOURS.get(role, GRID), alpha=0.85,
+        ax.add_patch(plt.Rectangle((col, -row), 0.94, 0.9, facecolor=ROLE_COLOURS.get(role, GRID), alpha=0.85,
                                    linewidth=2.0 if i in highlight else 0, edgecolor="black"))
         if block is not None:
             ax.text(col + 0.47, -row + 0.45, f"{int(block[i]):02x}", ha="center", va="center", fontsize=7, color="white")

@@ -90,6 +90,10 @@ def quantize(W: Any, type_name: str, imatrix: Any = None) -> np.ndarray:
 def dequantize(data: Any, type_name: str, shape: tuple[int, int] | None = None) -> np.ndarray:
     """float32 weights of ggml bytes (rows x bytes per row, or flat with ``shape``)."""
     key = check_type(type_name)
+    from qtutor.backend import is_cupy
+
+    if is_cupy(data):
+        return _gpu_dequantize(data, key, shape)
     data = np.ascontiguousarray(np.asarray(data, dtype=np.uint8))
     size = BLOCK[key].itemsize
     if data.size % size:
@@ -102,6 +106,25 @@ def dequantize(data: Any, type_name: str, shape: tuple[int, int] | None = None) 
     if shape is not None and out.shape != tuple(shape):
         raise ValueError(f"{key}: the bytes hold {out.size} weights, not the {shape} asked for")
     return out
+
+
+def _gpu_dequantize(data: Any, key: str, shape: tuple[int, int] | None) -> Any:
+    """kernels/gguf.cu: one thread per weight, bit-exact with the NumPy dequantizers."""
+    import cupy
+
+    from qtutor.kernels import THREADS, blocks_for, function
+
+    data = cupy.ascontiguousarray(data, dtype=cupy.uint8)
+    weights, size = WEIGHTS_PER_BLOCK[key], BLOCK[key].itemsize
+    if data.size % size:
+        raise ValueError(f"{key}: {data.size} bytes is not a whole number of {size}-byte blocks")
+    n = data.size // size * weights
+    out = cupy.empty(n, dtype=cupy.float32)
+    function("gguf", "gguf_dequantize")((blocks_for(n),), (THREADS,),
+                                        (data, np.int64(n), np.int32(TYPES.index(key)), np.int32(weights),
+                                         np.int32(size), out))
+    rows = shape[0] if shape is not None else (data.shape[0] if data.ndim == 2 else 1)
+    return out.reshape(rows, -1)
 
 
 class GGUFTensor(QuantizedTensor):
