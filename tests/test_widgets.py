@@ -55,3 +55,15 @@ def test_block_anatomy_rebuilds_the_chosen_weight():
     assert len(app.state["roles"]) == 144 and app.state["roles"].count("quants") == 128
     app.controls["type_name"].value = "Q4_0"  # 32-weight blocks: the index is clamped into the block
     assert app.state["weight"] == 31 and len(app.state["bytes"]) == 18
+
+
+def test_perplexity_table_looks_up_the_measured_variant():
+    rows = [{"format": f, "group": g, "ppl": ppl, "bits_per_weight": b}
+            for f, g, ppl, b in [("int4", "g128", 110.0, 4.16), ("int4", "channel", 120.0, 4.0),
+                                 ("int8", "channel", 100.1, 8.0)]]
+    app = widgets.PerplexityTable(rows, reference=100.0)
+    assert app.state["row"]["ppl"] == 110.0 and app.state["delta_pct"] == pytest.approx(10.0)
+    app.controls["fmt"].value = "int8"
+    assert "error" in app.state  # int8 g128 was not measured: a message, not a crash
+    app.controls["group"].value = "channel"
+    assert app.state["row"]["ppl"] == 100.1

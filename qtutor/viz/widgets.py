@@ -298,6 +298,41 @@ class GPTQStepper:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Notebook 04: RTN on a real model
+# --------------------------------------------------------------------------------------------------------------
+class PerplexityTable(App):
+    """Slide through pre-measured variants of a model (format x granularity): perplexity and size at once.
+
+    ``rows`` are ``qtutor.eval.sweep`` points with "format", "group", "ppl", "bits_per_weight"; looking one up
+    takes microseconds, so the slider answers instantly; the figure marks the chosen point among all of them."""
+
+    title = "RTN on the tiny model: pick a format and a granularity"
+
+    def __init__(self, rows: list[dict], reference: float, fmt: str = "int4", group: str = "g128"):
+        self.rows, self.reference = rows, reference
+        super().__init__({
+            "fmt": dropdown("format", list(dict.fromkeys(r["format"] for r in rows)), fmt),
+            "group": dropdown("scale per", list(dict.fromkeys(r["group"] for r in rows)), group),
+        })
+
+    def compute(self, fmt: str, group: str) -> dict:
+        for row in self.rows:
+            if row["format"] == fmt and row["group"] == group:
+                return {"row": row, "delta_pct": 100 * (row["ppl"] / self.reference - 1)}
+        raise ValueError(f"{fmt} with one scale per {group} was not measured in this table")
+
+    def draw(self, state: dict):
+        row = state["row"]
+        fig = figures.pareto([{**r, "label": f"{r['format']} {r['group']}", "method": r["group"]} for r in self.rows],
+                             reference=self.reference,
+                             title=f"{row['format']} {row['group']}: perplexity {row['ppl']:.2f} "
+                                   f"({state['delta_pct']:+.1f} %), {row['bits_per_weight']:.3f} bits/weight")
+        fig.axes[0].scatter([row["bits_per_weight"]], [row["ppl"]], s=180, facecolors="none",
+                            edgecolors=figures.ERROR, linewidths=2, zorder=4)
+        return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Notebook 10: GGUF block anatomy
 # --------------------------------------------------------------------------------------------------------------
 def block_summary(W_row: np.ndarray, type_name: str, index: int) -> dict:
