@@ -1,0 +1,70 @@
+# %% [markdown]
+# # 00 · Start here
+#
+# Welcome to **qtutor**, a workbook for learning how large language models are quantized — stored in 8, 4,
+# even 2 bits per weight instead of 16 — by doing it yourself, on a real (small) model that runs on a laptop.
+#
+# Every method in the course is implemented from first principles in the `qtutor` package, in NumPy you can
+# read (and, on a GPU, in CUDA kernels that give the same answers). The notebooks call it, show what happens
+# inside, and let you move the knobs.
+#
+# ## The map
+#
+# | notebook | you will |
+# |---|---|
+# | [01 · Number formats](01_number_formats.ipynb) | read INT, FP8, FP4, MX, NVFP4 and NF4 bit by bit |
+# | [02 · Affine quantization and granularity](02_affine_quantization.ipynb) | build scales and zero points; see why groups of 128 |
+# | [03 · Memory math and footprints](03_memory_math.ipynb) | recompute the "will it fit?" table, KV cache included |
+# | [04 · RTN on a real model](04_rtn_real_model.ipynb) | round a real model's weights and watch perplexity move |
+# | [10 · GGUF k-quants and export](10_gguf_kquants.ipynb) | open a Q4_K block byte by byte; write a `.gguf` |
+#
+# More notebooks (outliers and LLM.int8(), GPTQ's step-through, AWQ, SmoothQuant, QAT and KV-cache
+# quantization, choosing a method) follow the same pattern; the library parts they use are already in the
+# package (`qtutor.methods`).
+#
+# ## Check your environment
+#
+# The cell below says whether a GPU is available (everything works without one), and which versions run.
+
+# %%
+import numpy as np
+import qtutor as qt
+
+qt.setup_notebook(seed=0)
+
+# %% [markdown]
+# ## Three things to try now
+#
+# **1. Quantize a matrix.** Four bits per weight with one scale (and zero point) per group of 128 weights:
+
+# %% tags=["nbval-check-output"]
+W = np.random.default_rng(0).standard_normal((256, 1024)).astype(np.float32)
+q = qt.quantize_tensor(W, fmt="int4", group_size=128)
+print(q)
+print("mean |error|", qt.notebook.fmt(np.abs(q.dequantize() - W).mean()))
+
+# %% [markdown]
+# **2. Count the bytes.** A 70-billion-parameter model in FP16 and in 4 bits:
+
+# %% tags=["nbval-check-output"]
+for fmt in ("fp16", "int4", "Q4_K_M"):
+    print(f"70B in {fmt:7s}: {qt.footprint(70e9, fmt).gb:6.1f} GB")
+
+# %% [markdown]
+# **3. Load the course's model** and let it continue a sentence (it is small and was trained for half an hour
+# on 0.8 M words of Wikipedia, so expect fluent-looking nonsense):
+
+# %%
+import torch
+
+model, tokenizer = qt.load_model("tiny")
+prompt = tokenizer("The history of the", return_tensors="pt")
+with torch.no_grad():
+    output = model.generate(**prompt, max_new_tokens=20, do_sample=False)
+print(tokenizer.decode(output[0]))
+
+# %% [markdown]
+# From a terminal, `qtutor tour` prints the same model's perplexity at a dozen formats, and `qtutor formats`
+# every number format with its bits per weight.
+#
+# Next: [01 · Number formats](01_number_formats.ipynb).
