@@ -17,23 +17,10 @@ import numpy as np
 
 import qtutor as qt
 from qtutor.eval.outliers import outlier_table
-from qtutor.eval.sweep import evaluate
+from qtutor.eval.sweep import TOUR, evaluate
 from qtutor.zoo.train import CONFIG, MODEL_DIR
 
-VARIANTS = [  # label, method, format, group size, sym
-    ("BF16", "rtn", "bf16", None, None),
-    ("INT8 per-channel", "rtn", "int8", -1, True),
-    ("INT4 g128 sym", "rtn", "int4", 128, True),
-    ("INT4 g128 asym", "rtn", "int4", 128, False),
-    ("INT4 per-channel", "rtn", "int4", -1, False),
-    ("INT4 per-tensor", "rtn", "int4", 0, False),
-    ("INT3 g128", "rtn", "int3", 128, False),
-    ("INT2 g128", "rtn", "int2", 128, False),
-    ("NF4 (64)", "rtn", "nf4", 64, None),
-    ("FP4 E2M1 per-channel", "rtn", "fp4_e2m1", -1, None),
-    ("MXFP4", "rtn", "mxfp4", 32, None),
-    ("NVFP4", "rtn", "nvfp4", 16, None),
-]
+VARIANTS = TOUR[1:]  # label, method, format, group size, sym: the rows of `qtutor tour` after FP32
 GPTQ = {"INT4 g128 asym", "INT4 per-channel", "INT3 g128", "INT2 g128"}
 
 

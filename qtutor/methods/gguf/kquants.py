@@ -308,13 +308,20 @@ def dequantize_q2_k(block: np.ndarray) -> np.ndarray:
 
 
 # ---- Q3_K ------------------------------------------------------------------------------------------------------
-def quantize_q3_k(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+def _symmetric_subblocks(x: np.ndarray, fit, imatrix: np.ndarray | None):
+    """Q3_K / Q6_K's first pass: ``fit`` every 16-weight sub-block; then the sub-block scale of largest
+    magnitude, with its sign, which sets the super-block scale d. Returns (scales, L, amax, max_scale)."""
     n = len(x)
     sub = x.reshape(n * 16, 16)
-    weights = _importance(sub, imatrix, None)
-    scales, L = best_q3_fit(sub, 4, weights)
+    scales, L = fit(sub, _importance(sub, imatrix, None))
     scales, L = scales.reshape(n, 16), L.reshape(n, 256)
     amax, max_scale = signed_absmax(scales)
+    return scales, L, amax, max_scale
+
+
+def quantize_q3_k(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+    n = len(x)
+    scales, L, amax, max_scale = _symmetric_subblocks(x, lambda sub, w: best_q3_fit(sub, 4, w), imatrix)
     has_scale = max_scale != 0
     with np.errstate(divide="ignore"):
         iscale = np.where(has_scale, F32(-32) / np.where(has_scale, max_scale, F32(1)), F32(0)).astype(F32)
@@ -366,11 +373,7 @@ def dequantize_q3_k(block: np.ndarray) -> np.ndarray:
 # ---- Q6_K ------------------------------------------------------------------------------------------------------
 def quantize_q6_k(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     n = len(x)
-    sub = x.reshape(n * 16, 16)
-    weights = _importance(sub, imatrix, None)
-    scales, L = best_symmetric_fit(sub, 32, weights)
-    scales, L = scales.reshape(n, 16), L.reshape(n, 256)
-    amax, max_scale = signed_absmax(scales)
+    scales, L, amax, max_scale = _symmetric_subblocks(x, lambda sub, w: best_symmetric_fit(sub, 32, w), imatrix)
     empty = amax < GROUP_MAX_EPS
     safe = np.where(empty, F32(1), max_scale).astype(F32)
     iscale = (F32(-128) / safe).astype(F32)
