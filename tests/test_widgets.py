@@ -57,13 +57,21 @@ def test_block_anatomy_rebuilds_the_chosen_weight():
     assert app.state["weight"] == 31 and len(app.state["bytes"]) == 18
 
 
-def test_perplexity_table_looks_up_the_measured_variant():
+def test_perplexity_table_slides_through_the_measured_variants():
     rows = [{"format": f, "group": g, "ppl": ppl, "bits_per_weight": b}
             for f, g, ppl, b in [("int4", "g128", 110.0, 4.16), ("int4", "channel", 120.0, 4.0),
                                  ("int8", "channel", 100.1, 8.0)]]
     app = widgets.PerplexityTable(rows, reference=100.0)
     assert app.state["row"]["ppl"] == 110.0 and app.state["delta_pct"] == pytest.approx(10.0)
-    app.controls["fmt"].value = "int8"
-    assert "error" in app.state  # int8 g128 was not measured: a message, not a crash
-    app.controls["group"].value = "channel"
-    assert app.state["row"]["ppl"] == 100.1
+    assert app.summary.value.startswith("int4 g128: perplexity 110.00 (+10.0 %")
+    slider = app.controls["variant"]
+    assert list(slider.options) == [PerplexityTableLabel(r) for r in sorted(rows, key=lambda r: r["bits_per_weight"])]
+    slider.value = slider.options[-1]  # the most bits: int8
+    assert app.state["row"]["ppl"] == 100.1 and "int8 channel" in app.summary.value
+    for option in slider.options:  # mashed quickly: the last value wins
+        slider.value = option
+    assert app.state["row"]["format"] == "int8"
+
+
+def PerplexityTableLabel(row):
+    return widgets.PerplexityTable.label(row)

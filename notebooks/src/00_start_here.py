@@ -64,6 +64,23 @@ with torch.no_grad():
 print(tokenizer.decode(output[0]))
 
 # %% [markdown]
+# ## The five-minute tour
+#
+# Quantize every linear layer of that model to INT4 (one scale per 128 weights), and measure what it costs in
+# perplexity (the model's surprise at Wikipedia text it never saw; lower is better) and what it saves in memory:
+
+# %%
+from qtutor.eval.sweep import evaluate
+
+before = evaluate(model, tokenizer, None, max_tokens=4096)
+after = evaluate(model, tokenizer, "rtn", "int4", 128, max_tokens=4096, baseline=before["ppl"])
+print(f"float32: perplexity {before['ppl']:.2f}, linear layers {before['bytes'] / 2**20:.1f} MiB")
+print(f"INT4   : perplexity {after['ppl']:.2f} ({after['delta_pct']:+.1f} %), linear layers {after['bytes'] / 2**20:.1f} MiB")
+
+# %% [markdown]
+# Eight times smaller for a few percent of perplexity. Notebook 04 shows where those percent come from and how
+# other formats do; notebook 06 how GPTQ wins most of them back.
+#
 # From a terminal, `qtutor tour` prints the same model's perplexity at a dozen formats, and `qtutor formats`
 # every number format with its bits per weight.
 #

@@ -36,6 +36,7 @@ class App:
         self.controls = controls
         self.output = widgets.Output()
         self.message = widgets.HTML("")
+        self.summary = widgets.Label("")  # one line of text that states the result (what a reader, or a test, reads)
         self.state: dict = {}
         self.figure = None
         self._cache: dict = {}
@@ -49,6 +50,10 @@ class App:
 
     def draw(self, state: dict):
         raise NotImplementedError
+
+    def describe(self, state: dict) -> str:
+        """One line stating the result for the current settings (optional)."""
+        return ""
 
     def settings(self) -> dict:
         return {name: control.value for name, control in self.controls.items()}
@@ -64,6 +69,7 @@ class App:
                 self._cache[key] = self.compute(**settings)
             self.state = dict(self._cache[key], settings=settings)
             self.message.value = ""
+            self.summary.value = self.describe(self.state)
         except (ValueError, TypeError) as error:  # a setting the method refuses: say why, keep the last figure
             self.state = {"error": str(error), "settings": settings}
             self.message.value = f"<span style='color:#d62728'>{error}</span>"
@@ -85,7 +91,8 @@ class App:
     def widget(self):
         widgets = _widgets()
         header = [widgets.HTML(f"<b>{self.title}</b>")] if self.title else []
-        return widgets.VBox([*header, widgets.HBox(list(self.controls.values())), self.message, self.output])
+        return widgets.VBox([*header, widgets.HBox(list(self.controls.values())), self.summary, self.message,
+                             self.output])
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -147,6 +154,9 @@ class FormatExplorer(App):
     def compute(self, name: str, value: float) -> dict:
         return format_summary(name, float(value))
 
+    def describe(self, state: dict) -> str:
+        return f"{state['settings']['value']:g} is stored as {state['stored']:g} (error {state['error']:+.3g})"
+
     def draw(self, state: dict):
         fig = figures.number_line(state["grid"], highlight={f"x = {state['settings']['value']:g}": [
             state["settings"]["value"]], f"stored {state['stored']:g}": [state["stored"]]},
@@ -176,6 +186,9 @@ class AffinePlayground(App):
 
     def compute(self, bits: int, sym: bool, group_size: int) -> dict:
         return affine_summary(self.W, bits, sym, group_size)
+
+    def describe(self, state: dict) -> str:
+        return f"MSE {state['mse']:.3g} at {state['bits_per_weight']:.3f} bits/weight"
 
     def draw(self, state: dict):
         return figures.weight_histogram(
@@ -301,32 +314,42 @@ class GPTQStepper:
 # Notebook 04: RTN on a real model
 # --------------------------------------------------------------------------------------------------------------
 class PerplexityTable(App):
-    """Slide through pre-measured variants of a model (format x granularity): perplexity and size at once.
+    """Slide along pre-measured variants of a model, ordered by bits per weight: perplexity and size at once.
 
     ``rows`` are ``qtutor.eval.sweep`` points with "format", "group", "ppl", "bits_per_weight"; looking one up
     takes microseconds, so the slider answers instantly; the figure marks the chosen point among all of them."""
 
-    title = "RTN on the tiny model: pick a format and a granularity"
+    title = "RTN on the tiny model: slide the bit-width"
 
     def __init__(self, rows: list[dict], reference: float, fmt: str = "int4", group: str = "g128"):
-        self.rows, self.reference = rows, reference
-        super().__init__({
-            "fmt": dropdown("format", list(dict.fromkeys(r["format"] for r in rows)), fmt),
-            "group": dropdown("scale per", list(dict.fromkeys(r["group"] for r in rows)), group),
-        })
+        self.rows, self.reference = sorted(rows, key=lambda r: r["bits_per_weight"]), reference
+        labels = {self.label(r): r for r in self.rows}
+        self.by_label = labels
+        start = next((label for label, r in labels.items() if r["format"] == fmt and r["group"] == group),
+                     next(iter(labels)))
+        super().__init__({"variant": _widgets().SelectionSlider(
+            options=list(labels), value=start, description="bits/weight", continuous_update=False,
+            style={"description_width": "initial"}, layout={"width": "560px"})})
 
-    def compute(self, fmt: str, group: str) -> dict:
-        for row in self.rows:
-            if row["format"] == fmt and row["group"] == group:
-                return {"row": row, "delta_pct": 100 * (row["ppl"] / self.reference - 1)}
-        raise ValueError(f"{fmt} with one scale per {group} was not measured in this table")
+    @staticmethod
+    def label(row: dict) -> str:
+        return f"{row['bits_per_weight']:.2f} {row['format']} {row['group']}"
+
+    def compute(self, variant: str) -> dict:
+        if variant not in self.by_label:
+            raise ValueError(f"{variant!r} was not measured in this table")
+        row = self.by_label[variant]
+        return {"row": row, "delta_pct": 100 * (row["ppl"] / self.reference - 1)}
+
+    def describe(self, state: dict) -> str:
+        row = state["row"]
+        return (f"{row['format']} {row['group']}: perplexity {row['ppl']:.2f} ({state['delta_pct']:+.1f} % vs "
+                f"{self.reference:.2f}), {row['bits_per_weight']:.3f} bits/weight")
 
     def draw(self, state: dict):
         row = state["row"]
         fig = figures.pareto([{**r, "label": f"{r['format']} {r['group']}", "method": r["group"]} for r in self.rows],
-                             reference=self.reference,
-                             title=f"{row['format']} {row['group']}: perplexity {row['ppl']:.2f} "
-                                   f"({state['delta_pct']:+.1f} %), {row['bits_per_weight']:.3f} bits/weight")
+                             reference=self.reference, title=self.describe(state))
         fig.axes[0].scatter([row["bits_per_weight"]], [row["ppl"]], s=180, facecolors="none",
                             edgecolors=figures.ERROR, linewidths=2, zorder=4)
         return fig

@@ -1,0 +1,91 @@
+"""A real browser: JupyterLab on loopback, Debian's Chromium driven by Playwright, notebook 04 run top to bottom,
+the bit-width slider moved, the perplexity it states checked to change, and a screenshot saved.
+
+Skipped when Playwright (the Python package) or a system Chromium is missing; `.ci/run` installs Chromium from
+Debian when it can. Playwright's own browser download is never used (``executable_path`` is the system one).
+Screenshots go to ``test-output/`` at the repository root.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs a system Chromium (Debian: apt-get install chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    port, token = free_port(), secrets.token_hex(16)
+    settings = tmp_path_factory.mktemp("jupyter")
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(settings / "config"), JUPYTER_DATA_DIR=str(settings / "data"),
+               JUPYTERLAB_SETTINGS_DIR=str(settings / "lab-settings"), JUPYTERLAB_WORKSPACES_DIR=str(settings / "ws"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}",
+         "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=False"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.terminate()
+        pytest.fail("JupyterLab did not start within a minute")
+    yield url, token
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_notebook_04_runs_and_its_slider_changes_the_perplexity(lab):
+    url, token = lab
+    output = ROOT / "test-output"
+    output.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/lab/tree/notebooks/04_rtn_real_model.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook", timeout=120_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-Toolbar", timeout=120_000)
+        page.keyboard.press("Escape")
+        page.click("text=Run", timeout=30_000)  # the Run menu
+        page.click("text=Run All Cells", timeout=30_000)
+        find_summary = ("() => { const e = [...document.querySelectorAll('.widget-label')]"
+                        ".find(e => e.innerText.includes('perplexity')); return e ? e.innerText : null; }")
+        page.wait_for_function(find_summary, timeout=240_000)
+        before = page.evaluate(find_summary)
+        handle = page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("before => [...document.querySelectorAll('.widget-label')]"
+                               ".some(e => e.innerText.includes('perplexity') && e.innerText !== before)",
+                               arg=before, timeout=60_000)
+        # wait until every cell has run: no "[*]" prompts left
+        page.wait_for_function("() => ![...document.querySelectorAll('.jp-InputPrompt')].some(e => e.innerText.includes('*'))",
+                               timeout=300_000)
+        errors = page.query_selector_all("[data-mime-type='application/vnd.jupyter.error']")
+        page.screenshot(path=str(output / "notebook04_slider.png"), full_page=False)
+        browser.close()
+    assert not errors, f"{len(errors)} cell(s) of notebook 04 show an error"
