@@ -129,7 +129,7 @@ def quantize(W: Any, fmt: Any = None, group_size: int | None = -1, sym: bool | N
              **_ignored) -> QuantizedTensor:
     """The weight side of LLM.int8() as a QuantizedTensor: INT8, symmetric, one scale per output channel.
 
-    (The activation side happens at run time: see :class:`qtutor.model.llm_int8.Int8Linear`.)"""
+    (The activation side happens at run time, per token: :func:`matmul` simulates the whole product.)"""
     from qtutor import formats
 
     weight = quantize_weight(W)
