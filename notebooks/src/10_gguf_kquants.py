@@ -107,14 +107,14 @@ print([name for name, t in types.items() if t == "Q6_K"])
 # %% [markdown]
 # ## Perplexity against size: the mixes next to RTN
 #
-# Each mix quantizes every tensor llama.cpp would (the tied embedding included), measured on the first 8192
+# Each mix quantizes every tensor llama.cpp would (the tied embedding included), measured on the first 4096
 # test tokens; RTN points quantize the linear layers only, at one format each.
 
 # %%
-TOKENS = 8192
+TOKENS = 4096
 baseline = evaluate(model, tokenizer, None, max_tokens=TOKENS)
 points = []
-for mix in ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"):
+for mix in ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"):
     points.append({"label": mix, "method": "GGUF mix",
                    **evaluate(model, tokenizer, "gguf", mix, max_tokens=TOKENS, baseline=baseline["ppl"])})
 for fmt, group in (("int3", 128), ("int4", 128), ("int8", -1)):
