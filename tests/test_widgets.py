@@ -75,3 +75,19 @@ def test_perplexity_table_slides_through_the_measured_variants():
 
 def PerplexityTableLabel(row):
     return widgets.PerplexityTable.label(row)
+
+
+def test_method_advisor_answers_every_control():
+    rows = [{"method": "gguf", "format": "Q6_K", "delta_pct": 0.4}, {"method": "gguf", "format": "Q4_K_M",
+                                                                     "delta_pct": 2.5}]
+    app = widgets.MethodAdvisor(rows, hardware="cpu", size="8B", memory_gb=8)
+    assert app.state["advice"].choice.fmt == "Q6_K" and "+0.4 %" in app.summary.value
+    app.controls["memory_gb"].value = 6
+    assert app.state["advice"].choice.fmt == "Q4_K_M" and "+2.5 %" in app.summary.value
+    app.controls["memory_gb"].value = 2
+    assert app.state["advice"].choice is None and "Nothing fits" in app.summary.value
+    app.controls["finetune"].value = True  # fine-tuning on a CPU: refused with a message, no traceback
+    assert "NVIDIA GPU" in app.state["error"] and "NVIDIA GPU" in app.message.value
+    app.controls["hardware"].value = "hopper"
+    app.controls["memory_gb"].value = 8  # QLoRA: NF4 base weights, 8B x 4.5 bits x 1.1 = 5 GB
+    assert app.state["advice"].choice.fmt == "nf4" and app.state["advice"].gb == pytest.approx(4.95)

@@ -356,6 +356,73 @@ class PerplexityTable(App):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Notebook 15: choosing a method
+# --------------------------------------------------------------------------------------------------------------
+class MethodAdvisor(App):
+    """Hardware, model size, memory, tolerance, calibration data -> the advice of ``qtutor.eval.advisor``, with the
+    tiny model's measurement of the same method and format (``rows``: ``qtutor.eval.sweep`` points) beside it."""
+
+    title = "Which method and format? (the decision rule of qtutor.eval.advisor)"
+    SIZES = {"1B": 1e9, "3B": 3e9, "8B": 8e9, "14B": 14e9, "32B": 32e9, "70B": 70e9}
+
+    def __init__(self, rows: list[dict] = (), hardware: str = "cpu", size: str = "8B", memory_gb: int = 8,
+                 tolerance_pct: float = 3.0):
+        from qtutor.eval import advisor
+
+        widgets = _widgets()
+        self.rows = list(rows)
+        super().__init__({
+            "hardware": dropdown("hardware", [(label, key) for key, label in advisor.HARDWARE.items()], hardware),
+            "size": dropdown("model", list(self.SIZES), size),
+            "memory_gb": slider("memory (GB)", memory_gb, 2, 192),
+            "tolerance_pct": widgets.FloatSlider(value=tolerance_pct, min=0.0, max=20.0, step=0.5,
+                                                 description="loss tolerance (%)", continuous_update=False,
+                                                 style={"description_width": "initial"}),
+            "calibration": checkbox("calibration data", True),
+            "finetune": checkbox("fine-tune (QLoRA)", False)})
+
+    @property
+    def widget(self):
+        widgets = _widgets()
+        controls = list(self.controls.values())
+        return widgets.VBox([widgets.HTML(f"<b>{self.title}</b>"), widgets.HBox(controls[:3]),
+                             widgets.HBox(controls[3:]), self.summary, self.message, self.output])
+
+    def compute(self, hardware: str, size: str, memory_gb: int, tolerance_pct: float, calibration: bool,
+                finetune: bool) -> dict:
+        from qtutor.eval import advisor
+
+        advice = advisor.recommend(self.SIZES[size], memory_gb, hardware, tolerance_pct, calibration, finetune)
+        measured = advisor.evidence(self.rows, advice.choice) if advice.choice else None
+        return {"advice": advice, "evidence": measured}
+
+    def describe(self, state: dict) -> str:
+        advice, measured = state["advice"], state["evidence"]
+        if advice.choice is None:
+            return advice.reasons[0]
+        low, high = advice.expected_loss_pct
+        text = (f"{advice.choice.label}: {advice.gb:.1f} of {advice.memory_gb:g} GB, expected +{low:g} to "
+                f"+{high:g} % perplexity")
+        if measured is not None and "delta_pct" in measured:
+            how = " (rounding, as a proxy)" if measured.get("proxy") else ""
+            text += f"; the tiny model measured {measured['delta_pct']:+.1f} %{how}"
+        return text + ("" if advice.within_tolerance else " (beyond your tolerance)")
+
+    def draw(self, state: dict):
+        advice = state["advice"]
+        rows = advice.considered
+        chosen = [advice.choice.label] if advice.choice else []
+        fig = figures.bar_chart([r["label"] for r in rows], [r["gb"] for r in rows], ylabel="GB needed",
+                                title=" ".join(advice.reasons[1:2]) or advice.reasons[0], highlight=chosen)
+        ax = fig.axes[0]
+        ax.axhline(advice.memory_gb, color="black", linestyle="--", linewidth=1)
+        ax.text(len(rows) - 0.5, advice.memory_gb, f" budget {advice.memory_gb:g} GB", va="bottom", ha="right",
+                fontsize=8)
+        ax.title.set_fontsize(9)
+        return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Notebook 10: GGUF block anatomy
 # --------------------------------------------------------------------------------------------------------------
 def block_summary(W_row: np.ndarray, type_name: str, index: int) -> dict:
