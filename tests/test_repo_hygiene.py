@@ -35,3 +35,11 @@ def test_notebooks_are_clean_offline_and_built_from_their_sources(path):
         if ".cuda()" in source:
             assert "nbval-skip" in cell["metadata"].get("tags", []), "GPU-only cells are optional"
         assert cell.get("execution_count") is not None, "build notebooks with tools/build_notebooks.py"
+
+
+def test_every_source_is_built_and_the_map_of_notebook_00_links_exactly_the_built_notebooks():
+    sources = {path.stem for path in (ROOT / "notebooks" / "src").glob("*.py")}
+    assert sources == {path.stem for path in NOTEBOOKS}, "build the notebooks: python tools/build_notebooks.py"
+    start = (ROOT / "notebooks" / "src" / "00_start_here.py").read_text()
+    linked = set(re.findall(r"\]\((\d\d_[a-z0-9_]+)\.ipynb\)", start))
+    assert linked == sources - {"00_start_here"}

@@ -16,11 +16,14 @@
 # | [02 · Affine quantization and granularity](02_affine_quantization.ipynb) | build scales and zero points; see why groups of 128 |
 # | [03 · Memory math and footprints](03_memory_math.ipynb) | recompute the "will it fit?" table, KV cache included |
 # | [04 · RTN on a real model](04_rtn_real_model.ipynb) | round a real model's weights and watch perplexity move |
+# | [05 · Outliers and LLM.int8()](05_outliers_llm_int8.ipynb) | measure outlier channels; split a matmul in two |
+# | [06 · GPTQ](06_gptq.ipynb) | step through GPTQ column by column; beat rounding on the real model |
 # | [10 · GGUF k-quants and export](10_gguf_kquants.ipynb) | open a Q4_K block byte by byte; write a `.gguf` |
+# | [15 · Choosing a method](15_choosing_a_method.ipynb) | every method in one table; calibration mismatch; a decision rule |
 #
-# More notebooks (outliers and LLM.int8(), GPTQ's step-through, AWQ, SmoothQuant, QAT and KV-cache
-# quantization, choosing a method) follow the same pattern; the library parts they use are already in the
-# package (`qtutor.methods`).
+# Notebooks for AWQ, SmoothQuant, NF4 and QLoRA, FP8/FP4 on GPUs, sub-4-bit methods, QAT and kernels will fill
+# the gaps in the numbering as they are written; some of the library parts they use are already in the package
+# (`qtutor.methods`).
 #
 # ## Check your environment
 #
@@ -79,7 +82,7 @@ print(f"INT4   : perplexity {after['ppl']:.2f} ({after['delta_pct']:+.1f} %), li
 
 # %% [markdown]
 # Eight times smaller for a few percent of perplexity. Notebook 04 shows where those percent come from and how
-# other formats do; notebook 06 how GPTQ wins most of them back.
+# other formats do; notebook 06 how GPTQ wins most of them back, and notebook 15 how to choose.
 #
 # From a terminal, `qtutor tour` prints the same model's perplexity at a dozen formats, and `qtutor formats`
 # every number format with its bits per weight.

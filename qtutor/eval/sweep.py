@@ -37,7 +37,7 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
              progress: bool = False, **method_kw) -> dict:
     """Perplexity and size of ``model`` quantized with ``method``/``fmt`` (``method=None``: as it is)."""
     from qtutor.eval.perplexity import perplexity
-    from qtutor.model.quantize import quantize_model
+    from qtutor.model.quantize import CALIBRATED, quantize_model
 
     started = time.time()
     ppl_kw = dict(split=split, ctx=ctx, stride=stride, max_tokens=max_tokens, progress=progress)
@@ -55,6 +55,7 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
                      "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes),
                      "ppl": perplexity(model, tokenizer, **ppl_kw)}
     else:
+        calib = calib if method in CALIBRATED else None  # RTN would only spend it on per-layer errors, unused here
         with quantize_model(model, method, fmt, group_size, sym, calib, progress=progress, **method_kw) as report:
             point = {"method": method, "format": report.fmt, "group_size": report.group_size, "sym": report.sym,
                      "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes),
