@@ -91,7 +91,7 @@ def train_model_command(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     train_stream, valid_stream = data.tokens("train"), data.tokens("valid")
-    model = LlamaForCausalLM(model_config(attention_dropout=0.1))
+    model = LlamaForCausalLM(model_config(attention_dropout=args.attention_dropout))
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     tokens_per_step = args.batch * args.seq_len
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     model.add_argument("--seq-len", type=int, default=256)
     model.add_argument("--lr", type=float, default=1e-3)
     model.add_argument("--warmup", type=int, default=30)
+    model.add_argument("--attention-dropout", type=float, default=0.1)
     model.add_argument("--eval-every", type=int, default=50)
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--threads", type=int, default=2)
