@@ -33,10 +33,12 @@ def test_groups_beat_one_scale_per_tensor_and_fewer_bits_cost_more(table):
     ppl = {label: row["ppl"] for label, row in table.items()}
     assert ppl["INT4 g128"] < ppl["INT4 per-tensor"]
     assert ppl["FP32"] < ppl["INT4 g128"] < ppl["INT3 g128"] < ppl["INT2 g128"]
-    assert ppl["INT2 g128"] > 1.15 * ppl["FP32"]  # "far worse": the seeds' 15-30 %+
+    loss = {label: ppl[label] / ppl["FP32"] - 1 for label in ppl}
+    assert loss["INT2 g128"] > 3 * loss["INT3 g128"]  # "far worse": the loss grows much faster than the bits drop
 
 
 def test_sizes_are_honest(table):
     assert table["FP32"]["bits_per_weight"] == 32.0
-    assert 4.0 < table["INT4 g128"]["bits_per_weight"] < 4.2 < table["INT3 g128"]["bits_per_weight"] + 1
+    assert 4.0 < table["INT4 g128"]["bits_per_weight"] < 4.2  # 4 bits + (16-bit scale + 4-bit zero) / 128
+    assert 3.0 < table["INT3 g128"]["bits_per_weight"] < 3.2
     assert table["INT4 g128"]["bytes"] < table["INT8 per-channel"]["bytes"] / 1.9

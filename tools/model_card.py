@@ -49,6 +49,8 @@ def write_card(log, sizes, fp32, ppl_seconds, rows, outliers) -> None:
     for row in outliers:
         by_role.setdefault(row["layer"].split(".")[-1], []).append(row["ratio"])
     best = log["best"]
+    words = log["command"].split()  # "python -m qtutor.zoo.train model --lr 0.001 --warmup 30 ..."
+    args = {word[2:]: value for word, value in zip(words, words[1:]) if word.startswith("--")}
     lines = [
         "# Model card: qtutor \"tiny\"",
         "",
@@ -82,8 +84,10 @@ def write_card(log, sizes, fp32, ppl_seconds, rows, outliers) -> None:
         f"{log['steps']} steps of {log['tokens_per_step']:,} tokens ({log['tokens_seen']:,} tokens, "
         f"{log['tokens_seen'] / sizes['train']['tokens']:.1f} passes over the train split) in "
         f"{log['seconds'] / 60:.1f} minutes ({log['tokens_per_second']:,.0f} tokens/s).",
-        "AdamW (lr 1e-3, betas 0.9/0.95, weight decay 0.1), 30 warm-up steps then cosine decay, gradient clipping 1.0,",
-        "attention dropout 0.1 during training (0 in the saved config). The checkpoint with the best valid",
+        f"AdamW (lr {args['lr']}, betas 0.9/0.95, weight decay 0.1), {args['warmup']} warm-up steps then cosine decay "
+        "to 10 %, gradient clipping 1.0,",
+        f"attention dropout {args.get('attention-dropout', '0.1')} during training (0 in the saved config). The "
+        "checkpoint with the best valid",
         f"perplexity is kept: step {best['step']} (valid perplexity {best['valid_ppl']} measured during training on",
         "non-overlapping windows of 256).",
         "",

@@ -67,7 +67,7 @@ plt.show()
 # The lower-left edge of the plot (the Pareto front) is where to shop: these variants are not beaten on both
 # size and perplexity by another one.
 
-# %% tags=["nbval-check-output"]
+# %%
 front = figures.pareto_front(rows[1:])
 print("Pareto front:", ", ".join(row["label"] for row in front))
 

@@ -81,6 +81,17 @@ def learning_rate(step: int, total_steps: int, peak: float, warmup: int) -> floa
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command that repeats this run, every setting spelled out (``--out`` left to the reader)."""
+    words = ["python -m qtutor.zoo.train model"]
+    for key, value in vars(args).items():
+        if key in ("func", "out", "what") or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        words.append(flag if value is True else f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    return " ".join(words)
+
+
 def train_model_command(args: argparse.Namespace) -> None:
     import torch
     from transformers import LlamaForCausalLM
@@ -120,8 +131,7 @@ def train_model_command(args: argparse.Namespace) -> None:
             if ppl < best["valid_ppl"]:
                 best = dict(entry)
                 model.save_pretrained(args.out, safe_serialization=True)  # the best so far is always on disk
-    summary = {"command": "python -m qtutor.zoo.train model " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("func", "out")),
+    summary = {"command": command_line(args),
         "seed": args.seed, "threads": args.threads, "tokens_per_step": tokens_per_step, "steps": total_steps,
         "tokens_seen": total_steps * tokens_per_step, "seconds": round(time.time() - started, 1),
         "tokens_per_second": round(total_steps * tokens_per_step / (time.time() - started), 1),
@@ -135,7 +145,7 @@ def train_model_command(args: argparse.Namespace) -> None:
     print(f"best valid perplexity {best['valid_ppl']} at step {best['step']}; saved {args.out}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qtutor.zoo.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -154,7 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     model.add_argument("--threads", type=int, default=2)
     model.add_argument("--out", type=Path, default=MODEL_DIR)
     model.set_defaults(func=train_model_command)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     args.func(args)
 
 
