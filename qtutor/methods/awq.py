@@ -138,8 +138,10 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
     """AWQ on one linear layer: search the scale on the layer's own output, clip, quantize W diag(s).
 
     The returned QuantizedTensor stores the codes of ``W diag(s)``; its ``dequantize()`` gives
-    ``Q(W diag(s)) diag(s)^-1`` (the scale folded back), the weight a fake-quant model uses. Model-level AWQ,
-    which folds ``1/s`` into the preceding norm instead, is :func:`qtutor.model.awq.apply_awq`."""
+    ``Q(W diag(s)) diag(s)^-1`` (the scale folded back), the weight a fake-quant model uses. In fake
+    quantization this equals folding ``1/s`` into the preceding norm, except that here each linear gets its own
+    s (the reference shares one s between q, k and v, which read the same norm, and searches it on the block's
+    output); folding into a norm is shown by :func:`qtutor.methods.smoothquant.smooth_model`."""
     if calib is None:
         raise ValueError(f"AWQ {name} needs calibration inputs (calib=X of shape (tokens, in_features))")
     if group_size is None:

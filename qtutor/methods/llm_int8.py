@@ -88,9 +88,12 @@ def quantize_activations(A: Any, threshold: float | None = DEFAULT_THRESHOLD) ->
 
 
 def int8_matmul(CA: Any, CB: Any) -> Any:
-    """INT8 x INT8 -> INT32: the product the hardware does (exact; computed in int64 and checked to fit int32)."""
+    """INT8 x INT8 -> INT32: the product the hardware does, exact and checked to fit int32.
+
+    Computed as a float64 matrix product (BLAS): every partial sum is an integer of magnitude below
+    127^2 x in_features, far under 2^53, so float64 holds each one exactly and the result is the integer one."""
     xp = array_namespace(CA, CB)
-    product = CA.astype(np.int64) @ CB.astype(np.int64).T
+    product = CA.astype(np.float64) @ CB.astype(np.float64).T
     if bool((xp.abs(product) > np.iinfo(np.int32).max).any()):
         raise OverflowError("the INT32 accumulator overflowed: in_features too large for 8-bit x 8-bit products")
     return product.astype(np.int32)
