@@ -100,11 +100,18 @@ def _load(args: argparse.Namespace):
 
 def _calibration(args: argparse.Namespace, method: str):
     from qtutor import data
-    from qtutor.model.quantize import CALIBRATED
+    from qtutor.eval.sweep import NEEDS_CALIBRATION
 
-    if method not in CALIBRATED:
+    if method not in NEEDS_CALIBRATION:
         return None
     return data.calibration(n_samples=args.calib_samples, seq_len=256, source=args.calib_source)
+
+
+def _runtime(args: argparse.Namespace) -> dict:
+    """What is quantized at run time, and the options of SmoothQuant and LLM.int8()."""
+    return dict(act_format=args.act_format, kv_format=args.kv_format, kv_keys=args.kv_keys,
+                kv_values=args.kv_values, kv_group_size=args.kv_group_size, alpha=args.alpha,
+                threshold=args.threshold)
 
 
 @command("tour")
@@ -131,7 +138,7 @@ def ppl_command(args: argparse.Namespace) -> dict:
     method = None if args.method == "none" else args.method
     point = evaluate(model, tokenizer, method, args.format, _group_size(args.group_size), _sym(args.sym),
                      split=args.split, max_tokens=args.max_tokens, calib=_calibration(args, args.method),
-                     progress=not args.json)
+                     progress=not args.json, **_runtime(args))
     result = {"model": args.model, **point}
     if not args.json:
         print_table([result])
@@ -150,8 +157,11 @@ def sweep_command(args: argparse.Namespace) -> dict:
             for group in args.group_sizes.split(","):
                 configs.append((f"{method} {fmt} g{group}", method, fmt, _group_size(group), _sym(args.sym)))
     configs += [(f"gguf {mix}", "gguf", mix, None, None) for mix in filter(None, args.mixes.split(","))]
-    calib = _calibration(args, next((m for m in args.methods.split(",") if m != "rtn"), "rtn"))
-    rows = sweep(model, tokenizer, configs, max_tokens=args.max_tokens, calib=calib, progress=not args.json)
+    from qtutor.eval.sweep import NEEDS_CALIBRATION
+
+    calib = _calibration(args, next((m for m in args.methods.split(",") if m in NEEDS_CALIBRATION), "rtn"))
+    rows = sweep(model, tokenizer, configs, max_tokens=args.max_tokens, calib=calib, progress=not args.json,
+                 **_runtime(args))
     if not args.json:
         print_table([{k: row.get(k) for k in ("label", "bits_per_weight", "ppl", "delta_pct", "seconds")}
                      for row in rows])
@@ -202,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model(add("tour", "the embedded model at every common format"), 8192)
     ppl = add("ppl", "perplexity of one quantized variant")
     add_model(ppl, None)
-    ppl.add_argument("--method", default="rtn", help="none, rtn, gptq, awq, ...")
+    ppl.add_argument("--method", default="rtn", help="none, rtn, gptq, awq, smoothquant, llm_int8, gguf")
     ppl.add_argument("--format", default="int4")
     ppl.add_argument("--group-size", default="default", help="N > 0, -1 per channel, 0 per tensor, none for a cast")
     sweep = add("sweep", "a table of methods x formats x group sizes")
@@ -211,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--formats", default="int2,int3,int4,int8")
     sweep.add_argument("--group-sizes", default="-1,128")
     sweep.add_argument("--mixes", default="", help="GGUF mixes to add, e.g. Q4_K_M,Q5_K_M")
+    for p in (ppl, sweep):
+        p.add_argument("--act-format", default=None,
+                       help="quantize every linear's input at run time, a scale per token (e.g. int8, int4)")
+        p.add_argument("--kv-format", default=None, help="quantize the KV cache (e.g. int8, int4, fp8_e4m3)")
+        p.add_argument("--kv-keys", default="channel", choices=["token", "channel"], help="axis of the key scales")
+        p.add_argument("--kv-values", default="token", choices=["token", "channel"],
+                       help="axis of the value scales")
+        p.add_argument("--kv-group-size", type=int, default=None, help="channels per KV scale (divides head_dim)")
+        p.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant's migration strength, in [0, 1]")
+        p.add_argument("--threshold", type=float, default=6.0, help="LLM.int8()'s outlier threshold, > 0")
     export = add("export-gguf", "write the model as a quantized .gguf file")
     export.add_argument("--model", default="tiny")
     export.add_argument("--type", default="Q4_K_M", help="a llama.cpp mix: Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K, Q8_0 ...")

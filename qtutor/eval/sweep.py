@@ -10,6 +10,7 @@ embedding, tied to the output head, stays in float32 in every point, as the ``sk
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Iterable
 
@@ -31,35 +32,74 @@ TOUR = [
 ]
 
 
+# the methods that need calibration data: the calibrated weight quantizers, and SmoothQuant's max|X_j|
+NEEDS_CALIBRATION = ("gptq", "awq", "smoothquant")
+
+
 def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt: str = "int4",
              group_size: Any = "default", sym: bool | None = None, *, split: str = "test", ctx: int = 256,
              stride: int = 128, max_tokens: int | None = None, calib: Any = None, baseline: float | None = None,
-             progress: bool = False, **method_kw) -> dict:
-    """Perplexity and size of ``model`` quantized with ``method``/``fmt`` (``method=None``: as it is)."""
+             progress: bool = False, act_format: str | None = None, kv_format: str | None = None,
+             kv_keys: str = "channel", kv_values: str = "token", kv_group_size: int | None = None,
+             alpha: float = 0.5, threshold: float = 6.0, **method_kw) -> dict:
+    """Perplexity and size of ``model`` quantized with ``method``/``fmt`` (``method=None``: as it is).
+
+    Weight methods: ``rtn``, ``gptq``, ``awq`` (any format), ``gguf`` (``fmt`` is a mix such as ``Q4_K_M``).
+    ``smoothquant``: smoothing with migration strength ``alpha`` folded into the norms, then RTN weights in
+    ``fmt`` and activations in ``act_format`` (INT8 per token when not given): W8A8 with ``fmt="int8"``,
+    ``group_size=-1``. ``llm_int8``: every linear computes the LLM.int8() product (``threshold``); ``fmt`` is
+    INT8 by definition. On top of any of them: ``act_format`` quantizes every linear's input per token,
+    ``kv_format`` the KV cache (keys along ``kv_keys``, values along ``kv_values``; see
+    :func:`qtutor.model.activations.quantized_kv_cache`)."""
     from qtutor.eval.perplexity import perplexity
+    from qtutor.model import activations
     from qtutor.model.quantize import CALIBRATED, quantize_model
 
     started = time.time()
     ppl_kw = dict(split=split, ctx=ctx, stride=stride, max_tokens=max_tokens, progress=progress)
-    if method is None:
-        from qtutor.model import linear_layers
+    if method == "smoothquant" and act_format is None:
+        act_format = "int8"
+    if method == "llm_int8":  # INT8 per output channel, symmetric, by definition
+        fmt, group_size, sym = "int8", -1, True
+    with contextlib.ExitStack() as stack:
+        if method is None:
+            from qtutor.model import linear_layers
 
-        weights = sum(layer.shape[0] * layer.shape[1] for layer in linear_layers(model) if layer.role != "lm_head")
-        point = {"method": "none", "format": "fp32", "group_size": None, "sym": None,
-                 "bits_per_weight": 32.0, "bytes": weights * 4, "ppl": perplexity(model, tokenizer, **ppl_kw)}
-    elif method == "gguf":  # a whole-model mix such as Q4_K_M (the tied embedding included, as in llama.cpp)
-        from qtutor.methods.gguf.apply import apply_mix
+            weights = sum(layer.shape[0] * layer.shape[1] for layer in linear_layers(model) if layer.role != "lm_head")
+            point = {"method": "none", "format": "fp32", "group_size": None, "sym": None,
+                     "bits_per_weight": 32.0, "bytes": weights * 4}
+        elif method == "gguf":  # a whole-model mix such as Q4_K_M (the tied embedding included, as in llama.cpp)
+            from qtutor.methods.gguf.apply import apply_mix
 
-        with apply_mix(model, fmt, progress=progress) as report:
+            report = stack.enter_context(apply_mix(model, fmt, progress=progress))
             point = {"method": "gguf", "format": report.fmt, "group_size": None, "sym": None,
-                     "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes),
-                     "ppl": perplexity(model, tokenizer, **ppl_kw)}
-    else:
-        calib = calib if method in CALIBRATED else None  # RTN would only spend it on per-layer errors, unused here
-        with quantize_model(model, method, fmt, group_size, sym, calib, progress=progress, **method_kw) as report:
+                     "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes)}
+        else:
+            weight_method = method
+            if method == "smoothquant":
+                from qtutor.methods.smoothquant import smooth_model
+
+                stack.enter_context(smooth_model(model, calib, alpha))
+                weight_method = "rtn"
+            elif method == "llm_int8":  # installed first, so that it multiplies with the float weights
+                stats = stack.enter_context(activations.llm_int8(model, threshold))
+            # calibration goes only to the methods that use it (RTN would spend it on per-layer errors)
+            report = stack.enter_context(quantize_model(model, weight_method, fmt, group_size, sym,
+                                                        calib if weight_method in CALIBRATED else None,
+                                                        progress=progress, **method_kw))
             point = {"method": method, "format": report.fmt, "group_size": report.group_size, "sym": report.sym,
-                     "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes),
-                     "ppl": perplexity(model, tokenizer, **ppl_kw)}
+                     "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes)}
+        if act_format is not None:
+            stack.enter_context(activations.quantized_inputs(model, act_format))
+            point["act_format"] = act_format
+        if kv_format is not None:
+            stack.enter_context(activations.quantized_kv_cache(model, kv_format, kv_keys, kv_values, kv_group_size))
+            point.update(kv_format=kv_format, kv_keys=kv_keys, kv_values=kv_values)
+        if method == "smoothquant":
+            point["alpha"] = alpha
+        point["ppl"] = perplexity(model, tokenizer, **ppl_kw)
+        if method == "llm_int8":
+            point.update(threshold=threshold, outlier_fraction=stats.outlier_fraction())
     if baseline is not None:
         point["delta_pct"] = 100.0 * (point["ppl"] / baseline - 1.0)
     point["seconds"] = round(time.time() - started, 2)

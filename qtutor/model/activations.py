@@ -37,24 +37,34 @@ import numpy as np
 from qtutor import formats
 from qtutor.model import LinearLayer, get_weight, linear_layers
 
-GRANULARITIES = {"token": -1, "tensor": 0}  # the group_size of Format.encode on the (tokens, channels) matrix
+GRANULARITIES = ("token", "tensor")
+BLOCK_FAMILIES = ("microscaling", "normalfloat")  # formats whose scale belongs to a fixed block of elements
+CLAMP = 1e-5  # the smallest absmax a scale is computed from, as SmoothQuant: an all-zero token stays zero
 KV_AXES = ("token", "channel")
 
 
-def fake_quantize_activations(x: np.ndarray, fmt: str = "int8", granularity: str = "token",
-                              sym: bool = True) -> np.ndarray:
-    """Quantize-dequantize activations ``x (tokens, channels)``: one scale per token (row) or per tensor.
+def fake_quantize_activations(x: np.ndarray, fmt: str = "int8", granularity: str = "token") -> np.ndarray:
+    """Quantize-dequantize activations ``x (tokens, channels)``, symmetric, one scale per token (row) or per tensor.
 
-    Symmetric by default, as SmoothQuant's W8A8 (scale = max|x_t| / 127 per token t); any format of
-    :mod:`qtutor.formats` with a scale works (``"int4"``, ``"fp8_e4m3"``, ...)."""
+    Integer formats: s = max(max|x_t|, 1e-5) / (2^(b-1) - 1) and x_hat = s * clip(round(x / s)), with s kept in
+    float32 — SmoothQuant's W8A8 and LLM-QAT's activation quantizer (a weight's scale is stored, as float16; an
+    activation's scale is computed on the fly and never stored). Float formats (FP8, FP4) scale each token the
+    same way onto their grid; block formats (MXFP4, NVFP4, NF4) use their own blocks, which lie within a token."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity={granularity!r}: use 'token' (a scale per token, dynamic) or 'tensor'")
     fmt = formats.get(fmt)
     x = np.asarray(x, dtype=np.float32)
     if x.size == 0:
         return x
-    return np.asarray(fmt.encode(x, group_size=GRANULARITIES[granularity], sym=sym)
-                      .dequantize(), dtype=np.float32).reshape(x.shape)
+    rows = x.reshape(-1, x.shape[-1]) if granularity == "token" else x.reshape(1, -1)
+    if fmt.family == "integer":
+        scale = np.maximum(np.abs(rows).max(axis=1, keepdims=True), CLAMP) / np.float32(fmt.qmax_sym)
+        return fmt.dequantize(fmt.quantize(rows, scale), scale).reshape(x.shape)
+    if fmt.family in BLOCK_FAMILIES:
+        if granularity == "tensor":
+            raise ValueError(f"{fmt.name} has a scale per block by definition; use granularity='token'")
+        return np.asarray(fmt.encode(rows).dequantize(), dtype=np.float32).reshape(x.shape)
+    return np.asarray(fmt.encode(rows, group_size=-1).dequantize(), dtype=np.float32).reshape(x.shape)
 
 
 def _targets(model: Any, roles: tuple[str, ...] | None, skip: tuple[str, ...]) -> list[LinearLayer]:
@@ -82,17 +92,17 @@ def _as_tensor_like(values: np.ndarray, like: Any) -> Any:
 
 # ---- A8 / A4: the inputs of every linear layer --------------------------------------------------------------------
 @contextlib.contextmanager
-def quantized_inputs(model: Any, fmt: str = "int8", granularity: str = "token", sym: bool = True, *,
+def quantized_inputs(model: Any, fmt: str = "int8", granularity: str = "token", *,
                      roles: tuple[str, ...] | None = None, skip: tuple[str, ...] = ("lm_head",)) -> Iterator[Any]:
     """Within the block, every chosen linear layer sees its input fake-quantized to ``fmt`` (dynamic, a scale per
     token by default). The output head is skipped by default, as in SmoothQuant's ``quantize_llama_like``."""
     formats.get(fmt)  # an unknown format fails here, before any hook is installed
-    fake_quantize_activations(np.ones((1, 1), np.float32), fmt, granularity, sym)  # and a bad granularity too
+    fake_quantize_activations(np.ones((1, 64), np.float32), fmt, granularity)  # and a bad granularity too
 
     def quantize_input(module, args):
         x = args[0]
         flat = x.detach().float().reshape(-1, x.shape[-1]).cpu().numpy()
-        x_hat = fake_quantize_activations(flat, fmt, granularity, sym).reshape(tuple(x.shape))
+        x_hat = fake_quantize_activations(flat, fmt, granularity).reshape(tuple(x.shape))
         return (_as_tensor_like(x_hat, x), *args[1:])
 
     handles = [layer.module.register_forward_pre_hook(quantize_input) for layer in _targets(model, roles, skip)]
