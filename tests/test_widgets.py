@@ -91,3 +91,56 @@ def test_method_advisor_answers_every_control():
     app.controls["hardware"].value = "hopper"
     app.controls["memory_gb"].value = 8  # QLoRA: NF4 base weights, 8B x 4.5 bits x 1.1 = 5 GB
     assert app.state["advice"].choice.fmt == "nf4" and app.state["advice"].gb == pytest.approx(4.95)
+
+
+def salient_layer():
+    """A synthetic layer whose inputs have 4 channels 10x larger than the rest, in every token."""
+    from qtutor import synth
+
+    X, channels = synth.activations_with_outlier_channels(tokens=256, channels=256, outlier_channels=4,
+                                                          outlier_scale=10, seed=0)
+    return synth.llm_like_weights(64, 256, seed=1), X, channels
+
+
+def test_awq_alpha_search_starts_at_rtn_and_beats_it_on_salient_channels():
+    from qtutor import formats
+
+    W, X, _ = salient_layer()
+    app = widgets.AWQAlphaSearch(W, X, bits=4, group_size=128)
+    rtn = formats.get("int4").encode(W, group_size=128).dequantize()
+    rtn_error = np.mean((X.astype(np.float64) @ (rtn - W).T.astype(np.float64)) ** 2)
+    assert app.state["alphas"][0] == 0.0
+    assert app.state["losses"][0] == pytest.approx(rtn_error, rel=1e-4)  # alpha = 0: s = 1, plain rounding
+    assert app.state["rtn_loss"] == pytest.approx(rtn_error, rel=1e-4)
+    assert app.state["alpha"] > 0 and app.state["gain"] > 1.5
+    assert app.state["best_loss"] == min(app.state["losses"]) and "smaller" in app.summary.value
+    int4_loss = app.state["rtn_loss"]
+    app.controls["bits"].value = 3
+    assert app.state["settings"]["bits"] == 3 and app.state["rtn_loss"] > 2 * int4_loss
+    app.controls["group_size"].value = -1
+    assert app.state["settings"]["group_size"] == -1 and len(app.state["losses"]) == 20
+
+
+def test_smoothing_slider_moves_the_peak_ratio_from_activations_to_weights():
+    from qtutor import synth
+    from qtutor.methods import smoothquant
+
+    X, planted = synth.activations_with_outlier_channels(tokens=256, channels=256, outlier_channels=4,
+                                                         outlier_scale=40, seed=0)
+    W = synth.llm_like_weights(64, 256, seed=1, outlier_fraction=0.0)
+    app = widgets.SmoothingSlider(X, W, alpha=0.0, highlight=planted)
+    ratios = []
+    for alpha in (0.0, 0.25, 0.5, 0.75, 1.0):
+        app.controls["alpha"].value = alpha
+        ratios.append((app.state["activation_ratio"], app.state["weight_ratio"]))
+    activation, weight = zip(*ratios)
+    assert all(a > b for a, b in zip(activation, activation[1:]))  # activations flatten as alpha grows
+    assert all(a < b for a, b in zip(weight, weight[1:]))  # the weights take the range over
+    assert activation[-1] == pytest.approx(1.0, abs=1e-5)  # alpha = 1: every channel's peak becomes max|W_j|^0 = 1
+    app.controls["alpha"].value = 0.5
+    s = smoothquant.smoothing_scales(np.abs(X).max(axis=0), [W], 0.5)
+    assert np.allclose(app.state["activation_peaks"], app.state["weight_peaks"], rtol=1e-4)  # alpha 0.5: even split
+    assert np.allclose(app.state["s"], s)
+    assert app.state["w8a8_error"] < app.unsmoothed["w8a8_error"] / 3
+    assert app.state["w4a4_error"] < 0.75 * app.unsmoothed["w4a4_error"]
+    assert "W8A8 error" in app.summary.value

@@ -265,3 +265,43 @@ def block_bytes(roles: Sequence[str], block: np.ndarray | None = None, ax=None, 
     ax.axis("off")
     ax.set_title(title or f"{n} bytes")
     return fig
+
+
+# ---- AWQ and SmoothQuant -------------------------------------------------------------------------------------
+def alpha_curve(alphas: Sequence[float], losses: Sequence[float], best_alpha: float | None = None,
+                rtn_loss: float | None = None, ax=None, title: str = "", ylabel: str = "output error"):
+    """A loss against the scaling exponent alpha: the curve AWQ's grid search walks, with its minimum marked and
+    RTN's loss as a dashed line (alpha = 0 gives s = 1, which is RTN)."""
+    fig, ax = new_axes(ax, figsize=(6.5, 3.4))
+    ax.plot(alphas, losses, "o-", color=QUANTIZED, markersize=4, label="scaled, then rounded")
+    if rtn_loss is not None:
+        ax.axhline(rtn_loss, color=GRID, linestyle="--", linewidth=1, label="RTN")
+    if best_alpha is not None:
+        best = float(np.asarray(losses)[list(alphas).index(best_alpha)])
+        ax.plot([best_alpha], [best], "*", color=ERROR, markersize=14, label=f"searched alpha = {best_alpha:g}")
+    ax.set_xlabel("alpha   (s = mean|x|^alpha)")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(title)
+    return fig
+
+
+def channel_peaks_pair(activation_peaks: np.ndarray, weight_peaks: np.ndarray, highlight: Sequence[int] = (),
+                       axes=None, title: str = ""):
+    """Two bar charts side by side: max |x_j| per input channel of the activations and max |w_j| per input
+    channel (column) of the weights; ``highlight`` channels (e.g. planted outliers) in red."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), constrained_layout=True)
+    else:
+        fig = axes[0].figure
+    marked = set(int(j) for j in highlight)
+    for ax, peaks, name in ((axes[0], activation_peaks, "activations  max|X_j / s_j|"),
+                            (axes[1], weight_peaks, "weights  max|W_j s_j|")):
+        peaks = np.asarray(peaks, dtype=np.float64)
+        colours = [ERROR if j in marked else ORIGINAL for j in range(peaks.size)]
+        ax.bar(np.arange(peaks.size), peaks, width=1.0, color=colours)
+        ax.set_xlabel("input channel j")
+        ax.set_title(f"{name}: max/median {peaks.max() / np.median(peaks):.1f}", fontsize=10)
+    fig.suptitle(title)
+    return fig

@@ -458,3 +458,104 @@ class BlockAnatomy(App):
                                    title=f"{state['type']} ({state['bits_per_weight']:g} bits/weight): weight "
                                          f"{state['weight']} = {state['formula']} = {state['value']:.4g} "
                                          f"(was {state['original']:.4g})")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebook 07: AWQ's search for the scaling exponent
+# --------------------------------------------------------------------------------------------------------------
+def output_error(X: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> float:
+    """mean ((X W_hat^T - X W^T)^2): the layer-output error AWQ minimizes (the loss of ``awq.search_scale``)."""
+    return float(np.mean((X @ W_hat.T - X @ W.T).astype(np.float64) ** 2))
+
+
+class AWQAlphaSearch(App):
+    """AWQ's grid search on one layer (W, X): the output error for every alpha, the alpha it keeps, and RTN's
+    error (alpha = 0 gives s = 1, so the curve starts exactly at RTN). Bits and group size are controls."""
+
+    title = "AWQ: the output error as the salient channels are scaled up (s = mean|x|^alpha)"
+
+    def __init__(self, W: np.ndarray, X: np.ndarray, bits: int = 4, group_size: int = 128):
+        self.W = np.asarray(W, dtype=np.float32)
+        self.X = np.asarray(X, dtype=np.float32).reshape(-1, self.W.shape[1])
+        columns = self.W.shape[1]
+        sizes = [("per channel", -1)] + [(f"groups of {g}", g) for g in (256, 128, 64, 32)
+                                         if columns % g == 0 and g < columns]
+        super().__init__({"bits": slider("bits", bits, 2, 8), "group_size": dropdown("scale per", sizes, group_size)})
+
+    def compute(self, bits: int, group_size: int) -> dict:
+        from qtutor import formats
+        from qtutor.methods import awq
+
+        fmt = formats.get(f"int{bits}")
+        found = awq.search_scale(self.X, [self.W], awq.linear_block, fmt, group_size)
+        rtn = fmt.encode(self.W, group_size=group_size).dequantize()
+        rtn_loss = output_error(self.X, self.W, np.asarray(rtn, dtype=np.float32))
+        best = float(min(found["losses"]))
+        return {"alphas": found["alphas"], "losses": found["losses"], "alpha": found["alpha"], "s": found["s"],
+                "best_loss": best, "rtn_loss": rtn_loss, "gain": rtn_loss / best if best > 0 else float("inf")}
+
+    def describe(self, state: dict) -> str:
+        return (f"searched alpha = {state['alpha']:g}: output error {state['best_loss']:.3g} against RTN's "
+                f"{state['rtn_loss']:.3g} ({state['gain']:.2f}x smaller)")
+
+    def draw(self, state: dict):
+        settings = state["settings"]
+        group = "per channel" if settings["group_size"] == -1 else f"g{settings['group_size']}"
+        return figures.alpha_curve(state["alphas"], state["losses"], state["alpha"], state["rtn_loss"],
+                                   title=f"INT{settings['bits']} {group}: {self.describe(state)}",
+                                   ylabel="output error  mean (XŴᵀ − XWᵀ)²")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebook 08: SmoothQuant's migration strength
+# --------------------------------------------------------------------------------------------------------------
+def relative_error(Y_hat: np.ndarray, Y: np.ndarray) -> float:
+    return float(np.linalg.norm(Y_hat - Y) / np.linalg.norm(Y))
+
+
+def smoothing_summary(X: np.ndarray, W: np.ndarray, alpha: float) -> dict:
+    """SmoothQuant at one alpha on one layer: the per-channel peaks of X/s and W*s, their max/median ratios, and
+    the relative output error of W8A8 and W4A4 (weights per output channel, activations per token)."""
+    from qtutor.methods import smoothquant
+
+    s = smoothquant.smoothing_scales(smoothquant.activation_scales(X), [W], alpha)
+    X_smooth, (W_smooth,) = smoothquant.smooth(X, [W], s)
+    Y = X @ W.T
+    ratio = smoothquant.difficulty(X_smooth, W_smooth)
+    return {"s": s, "activation_peaks": smoothquant.activation_scales(X_smooth),
+            "weight_peaks": np.abs(W_smooth).max(axis=0), "activation_ratio": ratio["activation"],
+            "weight_ratio": ratio["weight"],
+            "w8a8_error": relative_error(smoothquant.w8a8_matmul(X_smooth, W_smooth, 8, 8), Y),
+            "w4a4_error": relative_error(smoothquant.w8a8_matmul(X_smooth, W_smooth, 4, 4), Y)}
+
+
+class SmoothingSlider(App):
+    """Slide SmoothQuant's alpha on one layer (X: tokens x channels, W: out x channels): per-channel peaks of the
+    activations X/s and of the weights W*s side by side, and the W8A8 and W4A4 output errors at that alpha
+    against those without smoothing (s = 1, which no alpha gives exactly: alpha = 0 still divides by max|W_j|)."""
+
+    title = "SmoothQuant: move the difficulty from the activations to the weights"
+
+    def __init__(self, X: np.ndarray, W: np.ndarray, alpha: float = 0.5, highlight=()):
+        from qtutor.methods import smoothquant
+
+        self.X, self.W = np.asarray(X, dtype=np.float32), np.asarray(W, dtype=np.float32)
+        self.highlight = tuple(int(j) for j in highlight)
+        Y = self.X @ self.W.T
+        self.unsmoothed = {"w8a8_error": relative_error(smoothquant.w8a8_matmul(self.X, self.W, 8, 8), Y),
+                           "w4a4_error": relative_error(smoothquant.w8a8_matmul(self.X, self.W, 4, 4), Y)}
+        super().__init__({"alpha": _widgets().FloatSlider(
+            value=alpha, min=0.0, max=1.0, step=0.05, description="alpha", continuous_update=False,
+            readout_format=".2f", style={"description_width": "initial"})})
+
+    def compute(self, alpha: float) -> dict:
+        return smoothing_summary(self.X, self.W, round(float(alpha), 4))
+
+    def describe(self, state: dict) -> str:
+        return (f"alpha {state['settings']['alpha']:.2f}: W8A8 error {state['w8a8_error']:.4f} "
+                f"(unsmoothed {self.unsmoothed['w8a8_error']:.4f}), W4A4 error {state['w4a4_error']:.4f} "
+                f"(unsmoothed {self.unsmoothed['w4a4_error']:.4f})")
+
+    def draw(self, state: dict):
+        return figures.channel_peaks_pair(state["activation_peaks"], state["weight_peaks"], self.highlight,
+                                          title=self.describe(state))
