@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 _TWIN = re.compile(r"//\s*twin:\s*([\w.]+)\s*\n(?:\s*//.*\n)*\s*extern\s+\"C\"\s+__global__\s+void\s+(\w+)")
 _KERNEL = re.compile(r"extern\s+\"C\"\s+__global__\s+void\s+(\w+)")
 
@@ -103,6 +105,16 @@ def function(family: str, name: str):
 
 
 THREADS = 256
+
+# A null pointer for an optional array argument (``const float* zero`` with ``zero == nullptr`` meaning "none").
+# Not None: CuPy passes None as the address 0xffffffff, which a kernel's nullptr test does not catch
+# (cupy/cupy#9046). An 8-byte zero fills the pointer's slot.
+NULL = np.uint64(0)
+
+
+def optional(array):
+    """A kernel argument that may be absent: the array itself, or a null pointer."""
+    return NULL if array is None else array
 
 
 def blocks_for(n: int, threads: int = THREADS, max_blocks: int = 65535) -> int:

@@ -132,14 +132,15 @@ class IntegerFormat(Format):
 def _gpu_find_params(fmt: IntegerFormat, G: Any, sym: bool) -> tuple[Any, Any]:
     import cupy
 
-    from qtutor.kernels import THREADS, function
+    from qtutor.kernels import THREADS, function, optional
 
     G = cupy.ascontiguousarray(G, dtype=cupy.float32)
     groups, group_len = G.shape
     scale = cupy.empty((groups, 1), dtype=cupy.float32)
     zero = None if sym else cupy.empty((groups, 1), dtype=cupy.float32)
     code_max = np.float32(fmt.qmax_sym if sym else fmt.maxq)
-    function("affine", "affine_find_params")((groups,), (THREADS,), (G, np.int64(group_len), code_max, scale, zero))
+    function("affine", "affine_find_params")((groups,), (THREADS,),
+                                             (G, np.int64(group_len), code_max, scale, optional(zero)))
     if bool((scale > FLOAT16_MAX).any()):
         raise ValueError("a group needs a scale beyond float16's range (65504); rescale the tensor first")
     return scale, zero
@@ -148,7 +149,7 @@ def _gpu_find_params(fmt: IntegerFormat, G: Any, sym: bool) -> tuple[Any, Any]:
 def _gpu_quantize(fmt: IntegerFormat, G: Any, scale: Any, zero: Any) -> Any:
     import cupy
 
-    from qtutor.kernels import THREADS, blocks_for, function
+    from qtutor.kernels import THREADS, blocks_for, function, optional
 
     G = cupy.ascontiguousarray(G, dtype=cupy.float32)
     groups, group_len = G.shape
@@ -159,7 +160,7 @@ def _gpu_quantize(fmt: IntegerFormat, G: Any, scale: Any, zero: Any) -> Any:
         zero = cupy.ascontiguousarray(cupy.broadcast_to(zero, (groups, 1)), dtype=cupy.float32)
     function("affine", "affine_quantize")(
         (blocks_for(G.size),), (THREADS,),
-        (G, scale, zero, np.int64(groups), np.int64(group_len), np.float32(low), np.float32(high), codes),
+        (G, scale, optional(zero), np.int64(groups), np.int64(group_len), np.float32(low), np.float32(high), codes),
     )
     return codes
 
@@ -167,7 +168,7 @@ def _gpu_quantize(fmt: IntegerFormat, G: Any, scale: Any, zero: Any) -> Any:
 def _gpu_dequantize(codes: Any, scale: Any, zero: Any) -> Any:
     import cupy
 
-    from qtutor.kernels import THREADS, blocks_for, function
+    from qtutor.kernels import THREADS, blocks_for, function, optional
 
     codes2d = cupy.ascontiguousarray(codes.reshape(codes.shape[0], -1))
     groups, group_len = codes2d.shape
@@ -178,6 +179,6 @@ def _gpu_dequantize(codes: Any, scale: Any, zero: Any) -> Any:
     is_signed = np.int32(codes.dtype == cupy.int8)
     function("affine", "affine_dequantize")(
         (blocks_for(codes2d.size),), (THREADS,),
-        (codes2d.view(cupy.int8), scale, zero, np.int64(groups), np.int64(group_len), is_signed, out),
+        (codes2d.view(cupy.int8), scale, optional(zero), np.int64(groups), np.int64(group_len), is_signed, out),
     )
     return out.reshape(codes.shape)

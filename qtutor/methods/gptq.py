@@ -314,10 +314,11 @@ class GPTQ:
         self._block_errors[:] = 0
         self._block_start = end
 
-    def _store_codes(self, i: int, codes: Any) -> None:
+    def _store_codes(self, start: int, codes: Any) -> None:
+        """Codes (rows, k) of the columns start .. start + k - 1."""
         if self.codes is None:
             self.codes = self.xp.zeros((self.rows, self.columns), dtype=codes.dtype)
-        self.codes[:, i] = codes[:, 0]
+        self.codes[:, start:start + codes.shape[1]] = codes
 
     def run_block(self) -> list[Step]:
         """Quantize the columns left in the current block of ``blocksize`` columns."""
@@ -327,10 +328,80 @@ class GPTQ:
         return steps
 
     def run(self) -> QuantizedTensor:
-        """Quantize every remaining column and return the result."""
+        """Quantize every remaining column and return the result.
+
+        On a GPU (W a CuPy array) with an integer format, whole blocks go through the kernel of
+        ``kernels/gptq.cu`` (one thread per row runs this column loop) and cuBLAS applies the lazy update;
+        everything else, and a block already begun, goes step by step."""
         while not self.done:
-            self.step()
+            if self._block_kernel_applies():
+                self._run_block_on_gpu()
+            else:
+                self.step()
         return self.result()
+
+    # ---- the same block on the GPU ------------------------------------------------------------------------
+    def _on_gpu(self) -> bool:
+        from qtutor.backend import is_cupy
+
+        return is_cupy(self.W)
+
+    def _block_kernel_applies(self) -> bool:
+        groups_fit = self.group_size in (-1, 0) or self.static_groups or self.blocksize % self.group_size == 0
+        return (self._on_gpu() and self.fmt.family == "integer" and self.dtype == np.float32 and groups_fit
+                and self.position == self._block_start)
+
+    def _group_tables(self) -> tuple[Any, Any, Any, int]:
+        """Scales and zero points as (rows, n_groups) tables, the group of every column (permuted order), and
+        the group size the kernel must compute parameters for (0: all given)."""
+        xp, rows = self.xp, self.rows
+        if self._fixed_params is not None:
+            scale, zero = self._fixed_params[2], self._fixed_params[3]
+            group_of = xp.zeros(self.columns, dtype=np.int32)
+            return (xp.ascontiguousarray(scale.reshape(rows, 1), dtype=np.float32),
+                    None if zero is None else xp.ascontiguousarray(zero.reshape(rows, 1), dtype=np.float32),
+                    group_of, 0)
+        n_groups = self.columns // self.group_size
+        if self.static_groups:
+            scales = xp.ascontiguousarray(xp.concatenate([p[0] for p in self._static_params], axis=1), np.float32)
+            zeros = None if self.sym else xp.ascontiguousarray(
+                xp.concatenate([p[1] for p in self._static_params], axis=1), np.float32)
+            return scales, zeros, (self.perm // self.group_size).astype(np.int32), 0
+        scales = xp.ones((rows, n_groups), dtype=np.float32)
+        zeros = None if self.sym else xp.zeros((rows, n_groups), dtype=np.float32)
+        return scales, zeros, (xp.arange(self.columns) // self.group_size).astype(np.int32), self.group_size
+
+    def _run_block_on_gpu(self) -> None:
+        import cupy
+
+        from qtutor.kernels import function, optional
+
+        start, end = self.position, min(self.position + self.blocksize, self.columns)
+        count, rows = end - start, self.rows
+        scales, zeros, group_of, dynamic = self._group_tables()
+        Wt = cupy.ascontiguousarray(self.W[:, start:end].T)
+        codes_t = cupy.empty((count, rows), dtype=cupy.int32)
+        Qt = cupy.empty((count, rows), dtype=cupy.float32)
+        Err_t = cupy.empty((count, rows), dtype=cupy.float32)
+        losses = cupy.zeros(self.columns, dtype=cupy.float64)
+        U = cupy.ascontiguousarray(self.U, dtype=cupy.float32)
+        threads = 128
+        function("gptq", "gptq_quantize_block")(
+            ((rows + threads - 1) // threads,), (threads,),
+            (Wt, U, np.int64(rows), np.int64(self.columns), np.int64(start), np.int64(count), scales, optional(zeros),
+             np.int64(scales.shape[1]), cupy.ascontiguousarray(group_of), np.int64(dynamic), np.int32(self.fmt.bits),
+             codes_t, Qt, Err_t, losses))
+        self.W[:, start:end] = Wt.T
+        self.Q[:, start:end] = Qt.T
+        self._store_codes(start, codes_t.T.astype(np.int8 if self.sym else np.uint8))
+        self.losses[start:end] = losses[start:end]
+        if dynamic:
+            for g in range(start // dynamic, end // dynamic):
+                self._group_scales[g] = (scales[:, g:g + 1], None if zeros is None else zeros[:, g:g + 1])
+                self._params = self._group_scales[g]
+        self._block_errors[:, :count] = Err_t.T
+        self.position = end
+        self._flush_block()
 
     # ---- results ------------------------------------------------------------------------------------------
     @property
