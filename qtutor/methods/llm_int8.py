@@ -90,13 +90,40 @@ def quantize_activations(A: Any, threshold: float | None = DEFAULT_THRESHOLD) ->
 def int8_matmul(CA: Any, CB: Any) -> Any:
     """INT8 x INT8 -> INT32: the product the hardware does, exact and checked to fit int32.
 
-    Computed as a float64 matrix product (BLAS): every partial sum is an integer of magnitude below
-    127^2 x in_features, far under 2^53, so float64 holds each one exactly and the result is the integer one."""
+    On the CPU it is a float64 matrix product (BLAS): every partial sum is an integer of magnitude below
+    128^2 x in_features, far under 2^53, so float64 holds each one exactly and the result is the integer one.
+    On a GPU (CuPy arrays) it is the kernel ``int8_gemm_tn`` of ``kernels/int8_gemm.cu``, with int32 sums."""
+    from qtutor.backend import is_cupy
+
+    if is_cupy(CA) or is_cupy(CB):
+        return _gpu_int8_matmul(CA, CB)
     xp = array_namespace(CA, CB)
     product = CA.astype(np.float64) @ CB.astype(np.float64).T
     if bool((xp.abs(product) > np.iinfo(np.int32).max).any()):
         raise OverflowError("the INT32 accumulator overflowed: in_features too large for 8-bit x 8-bit products")
     return product.astype(np.int32)
+
+
+INT32_SAFE_K = (2**31 - 1) // (128 * 128)  # the longest dot product of int8 codes that cannot overflow int32
+
+
+def _gpu_int8_matmul(CA: Any, CB: Any) -> Any:
+    import cupy
+
+    from qtutor.kernels import function
+
+    CA = cupy.ascontiguousarray(CA, dtype=cupy.int8)
+    CB = cupy.ascontiguousarray(CB, dtype=cupy.int8)
+    (M, K), (N, K_b) = CA.shape, CB.shape
+    if K != K_b:
+        raise ValueError(f"int8_matmul: A has {K} columns but B has {K_b}; both must be (rows, in_features)")
+    if K > INT32_SAFE_K:
+        raise OverflowError(f"in_features={K} > {INT32_SAFE_K}: an INT32 accumulator could overflow; split K")
+    C = cupy.empty((M, N), dtype=cupy.int32)
+    tile = 16
+    function("int8_gemm", "int8_gemm_tn")(((N + tile - 1) // tile, (M + tile - 1) // tile), (tile, tile),
+                                          (CA, CB, C, np.int64(M), np.int64(N), np.int64(K)))
+    return C
 
 
 def matmul(A: Any, W: Any, threshold: float = DEFAULT_THRESHOLD, outlier_weights: str = "fp") -> Any:
