@@ -18,10 +18,12 @@
 # | [04 · RTN on a real model](04_rtn_real_model.ipynb) | round a real model's weights and watch perplexity move |
 # | [05 · Outliers and LLM.int8()](05_outliers_llm_int8.ipynb) | measure outlier channels; split a matmul in two |
 # | [06 · GPTQ](06_gptq.ipynb) | step through GPTQ column by column; beat rounding on the real model |
+# | [07 · AWQ](07_awq.ipynb) | find salient channels; search AWQ's scaling exponent; AWQ against RTN |
+# | [08 · SmoothQuant, W8A8 and W4A4](08_smoothquant.ipynb) | migrate outliers from activations to weights; run W8A8 and W4A4 |
 # | [10 · GGUF k-quants and export](10_gguf_kquants.ipynb) | open a Q4_K block byte by byte; write a `.gguf` |
 # | [15 · Choosing a method](15_choosing_a_method.ipynb) | every method in one table; calibration mismatch; a decision rule |
 #
-# Notebooks for AWQ, SmoothQuant, NF4 and QLoRA, FP8/FP4 on GPUs, sub-4-bit methods, QAT and kernels will fill
+# Notebooks for NF4 and QLoRA, FP8/FP4 on GPUs, sub-4-bit methods, QAT and kernels will fill
 # the gaps in the numbering as they are written; some of the library parts they use are already in the package
 # (`qtutor.methods`).
 #

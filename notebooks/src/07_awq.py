@@ -1,0 +1,193 @@
+# %% [markdown]
+# # 07 · AWQ: protect the weights that meet large activations
+#
+# A weight's rounding error does not reach the output alone: in $y_i = \sum_j W_{ij} x_j$, the error
+# $\Delta W_{ij}$ arrives multiplied by the input $x_j$. An input channel whose values are large in most tokens
+# makes every weight of its column **salient**. Lin et al. (2023, arXiv:2306.00978) observed that keeping only
+# about 1 % of the columns — those of the channels with the largest mean $|x_j|$ — in 16 bits recovers most of
+# what 3-bit rounding loses, while 1 % of columns chosen at random recovers almost nothing.
+#
+# Mixed precision is awkward for a kernel, though. AWQ (activation-aware weight quantization) buys the same
+# protection with integers only, by **scaling** the salient columns up before rounding.
+
+# %%
+import numpy as np
+import matplotlib.pyplot as plt
+import qtutor as qt
+from qtutor.eval.sweep import evaluate
+from qtutor.methods import awq
+from qtutor.viz import figures, widgets
+
+qt.setup_notebook(seed=0)
+
+
+def output_error(X, W, W_hat):
+    return widgets.output_error(X, W, W_hat)
+
+
+# %% [markdown]
+# ## Salient channels, on a clearly labelled synthetic layer
+#
+# The tiny model's inputs are tame (notebook 05 measured them), so the phenomenon is shown first where it is
+# strong: a **synthetic** layer of 128 outputs × 256 inputs (`qt.synth.llm_like_weights`) that reads 512
+# tokens in which 4 channels (1.6 %) are 10× larger than the rest in every token
+# (`qt.synth.activations_with_outlier_channels`). Round it to INT3 with one scale per 128 weights, then put back
+# the original float weights of 4 columns: the salient ones, or 4 chosen at random.
+
+# %% tags=["nbval-check-output"]
+X_syn, planted = qt.synth.activations_with_outlier_channels(tokens=512, channels=256, outlier_channels=4,
+                                                            outlier_scale=10, seed=0)
+W_syn = qt.synth.llm_like_weights(128, 256, seed=1)
+int3 = qt.formats.get("int3")
+rounded = int3.encode(W_syn, group_size=128).dequantize()
+salient = np.argsort(awq.activation_mean(X_syn))[-4:]
+randomly = np.random.default_rng(0).choice(256, size=4, replace=False)
+print("planted channels:", planted.tolist(), " largest mean |x|:", sorted(salient.tolist()))
+for name, keep in (("nothing kept", []), ("4 random columns kept", randomly), ("4 salient columns kept", salient)):
+    W_mixed = rounded.copy()
+    W_mixed[:, keep] = W_syn[:, keep]
+    print(f"INT3 g128, {name:23s} output error {output_error(X_syn, W_syn, W_mixed):.5f}")
+
+# %% [markdown]
+# ## Scaling instead of keeping
+#
+# Multiply column $j$ of $W$ by $s_j > 1$ and divide input $j$ by the same $s_j$: the product is unchanged,
+#
+# $$y = W x = \big(W\,\mathrm{diag}(s)\big)\big(\mathrm{diag}(s)^{-1} x\big)
+#   \;\approx\; Q\big(W\,\mathrm{diag}(s)\big)\,\mathrm{diag}(s)^{-1} x .$$
+#
+# Rounding adds an error of at most half a step $\Delta$ to every scaled weight, and dividing by $s_j$ afterwards
+# shrinks that error on column $j$ to $\Delta/(2 s_j)$. The step $\Delta = \max|w|/q_{\max}$ of a group barely
+# grows when a few of its columns grow (unless one of them becomes the group's maximum), so the salient columns
+# are rounded $s_j$ times more finely, and the others about as before. The division of $x$ is free: $x$ comes out
+# of a norm or a linear layer whose weights absorb $1/s$ (notebook 08 shows the folding).
+#
+# AWQ takes the scale from the activations alone and lets one exponent decide how hard to push:
+#
+# $$s_j = \overline{|x_j|}^{\,\alpha} \big/ \sqrt{\max_k \overline{|x_k|}^{\,\alpha}\,\min_k \overline{|x_k|}^{\,\alpha}},
+#   \qquad \alpha^\star = \arg\min_{\alpha \in \{0, 0.05, \dots, 0.95\}}
+#   \big\| X W^\top - X\,\mathrm{diag}(s_\alpha)^{-1} Q\big(W \mathrm{diag}(s_\alpha)\big)^\top \big\|^2 ,$$
+#
+# with $\overline{|x_j|}$ the mean magnitude of input channel $j$ over the calibration tokens. At $\alpha = 0$
+# every $s_j = 1$: the search starts from RTN and can only do better on the calibration data. Too large an
+# $\alpha$ pushes the salient columns to the group's maximum, coarsens the step for everyone else, and the
+# error climbs again: the curve is U-shaped.
+#
+# ## The search, interactive
+#
+# The curve of output errors over the grid of $\alpha$ for the synthetic layer; move the bit-width and the
+# group size (the star is the $\alpha$ AWQ keeps, the dashed line RTN):
+
+# %% tags=["nbval-ignore-output"]
+search = widgets.AWQAlphaSearch(W_syn, X_syn, bits=3, group_size=128)
+search
+
+# %% [markdown]
+# The same search without the widget, at INT3 and INT4 with groups of 128:
+
+# %% tags=["nbval-check-output"]
+for bits in (3, 4):
+    search.controls["bits"].value = bits
+    state = search.state
+    print(f"synthetic layer, INT{bits} g128: alpha* = {state['alpha']:.2f}, output error {state['best_loss']:.5f}"
+          f" vs RTN {state['rtn_loss']:.5f} ({state['gain']:.2f}x smaller)")
+
+# %%
+search.controls["bits"].value = 3
+figures.alpha_curve(search.state["alphas"], search.state["losses"], search.state["alpha"], search.state["rtn_loss"],
+                    title="synthetic layer (4 planted channels), INT3 g128")
+plt.show()
+
+# %% [markdown]
+# ## A real layer of the tiny model
+#
+# The widest inputs of the tiny model belong to `down_proj` (notebook 05: its largest channel peaks are a few
+# times the median; the inputs of q, k, v, gate and up are flatter still). Its weights and 512 of its
+# calibration inputs:
+
+# %%
+model, tokenizer = qt.load_model("tiny")
+calib = qt.data.calibration(n_samples=8, seq_len=256)
+layer = "model.layers.0.mlp.down_proj"
+X_real = qt.model.capture_inputs(model, calib[:2], [layer])[layer]
+W_real = qt.model.get_weight(qt.model.find_layer(model, layer))
+means = awq.activation_mean(X_real)
+print(f"{layer}: {W_real.shape[0]} x {W_real.shape[1]} weights, {X_real.shape[0]} tokens; "
+      f"mean |x_j| from {means.min():.3f} to {means.max():.3f} (median {np.median(means):.3f})")
+
+# %% tags=["nbval-ignore-output"]
+real_search = widgets.AWQAlphaSearch(W_real, X_real, bits=3, group_size=128)
+real_search
+
+# %% tags=["nbval-check-output"]
+for bits in (3, 4):
+    real_search.controls["bits"].value = bits
+    state = real_search.state
+    print(f"{layer}, INT{bits} g128: alpha* = {state['alpha']:.2f}, output error {state['best_loss']:.3g}"
+          f" vs RTN {state['rtn_loss']:.3g} ({state['gain']:.2f}x smaller)")
+
+# %%
+real_search.controls["bits"].value = 3
+figures.alpha_curve(real_search.state["alphas"], real_search.state["losses"], real_search.state["alpha"],
+                    real_search.state["rtn_loss"], title=f"tiny model, {layer}, INT3 g128")
+plt.show()
+
+# %% [markdown]
+# On the real layer the curve is much shallower than on the planted one: its mean channel magnitudes span a
+# factor of about 20 but no handful of channels dominates, so scaling buys only a modest reduction of the output
+# error (the ratio printed above), against a factor of two or more on the synthetic layer.
+#
+# ## Then clip
+#
+# After scaling, AWQ searches once more, per row and group of 128: shrink the clipping range $\max|w|$ to
+# $r \max|w|$, $r \in \{1, 0.95, \dots, 0.55\}$, and keep the $r$ that minimizes the error of that group's share
+# of the output, $\sum_j x_j w_j$ (on the same layer, after its INT3 scale search). Clipping a rare large weight costs that one weight a lot and gives every other
+# weight of the group a finer step (q and k are not clipped: their errors meet in the product $q k^\top$).
+
+# %% tags=["nbval-check-output"]
+s = awq.search_scale(X_real, [W_real], awq.linear_block, int3, 128)["s"]
+W_scaled = W_real * s[None, :]
+clip_at = awq.search_clip(W_scaled, X_real / s[None, :], int3, 128)
+W_clipped = awq.apply_clip(W_scaled, clip_at, 128)
+ratio = clip_at / np.abs(W_scaled.reshape(*clip_at.shape, 128)).max(axis=2)
+print(f"groups clipped: {np.mean(ratio < 1):.0%}, median kept range {np.median(ratio):.2f} x max|w|")
+for name, W_candidate in (("scaled", W_scaled), ("scaled and clipped", W_clipped)):
+    W_hat = int3.encode(W_candidate, group_size=128).dequantize() / s[None, :]
+    print(f"INT3 g128 {name:19s} output error {output_error(X_real, W_real, W_hat):.3g}")
+
+# %% [markdown]
+# ## The whole model: AWQ against RTN
+#
+# `qt.quantize_model(model, "awq", ...)` does all of it for every linear layer (each layer's scale searched on
+# its own inputs, 8 calibration windows of 256 tokens, to keep this notebook within its time). Perplexity on the first 4096 test tokens:
+
+# %%
+TOKENS = 4096
+baseline = evaluate(model, tokenizer, None, max_tokens=TOKENS)
+print(f"float32               perplexity {baseline['ppl']:8.2f}")
+rows = []
+for fmt in ("int4", "int3"):
+    for method in ("rtn", "awq"):
+        point = evaluate(model, tokenizer, method, fmt, 128, calib=calib, max_tokens=TOKENS, baseline=baseline["ppl"])
+        rows.append({"label": f"{method} {fmt} g128", "method": method, **point})
+        print(f"{method:4s} {fmt} g128         perplexity {point['ppl']:8.2f} ({point['delta_pct']:+5.2f} %)")
+
+# %% [markdown]
+# Read these numbers for what they are. At INT4 with groups of 128, rounding costs this small model nothing
+# measurable (a change of a tenth of a percent either way is noise on 4096 tokens), and AWQ's result sits in
+# the same noise band: there is nothing for it to win back. At INT3 rounding starts to cost about a percent,
+# and AWQ recovers part of that (compare the two INT3 lines), with no salient channel as strong as the planted
+# ones — the scale search and the clip search each shave a little off every layer's output error. GPTQ
+# (notebook 06) is the other way to win back INT3's loss on this model. The large pay-off the AWQ paper reports
+# needs the strongly salient channels of large models, which the synthetic layer imitates.
+#
+# ## What you learned
+# * Salience comes from the activations: a weight matters in proportion to the inputs it multiplies, and about
+#   1 % of input channels carry most of the rounding damage where activations have outlier channels.
+# * AWQ protects those channels by scaling: $s = \overline{|x|}^{\alpha}$, with $\alpha$ searched on a grid to
+#   minimize the layer's output error ($\alpha = 0$ is RTN), then a per-group clip search — integers only, the
+#   scales folded into the previous layer.
+# * On the tiny model AWQ is within noise of RTN at INT4; its gains need the salient channels that large models
+#   have, as the planted layer shows.
+#
+# Next: [08 · SmoothQuant, W8A8 and W4A4](08_smoothquant.ipynb).
