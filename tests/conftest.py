@@ -24,3 +24,12 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The embedded model and its tokenizer, loaded once per test process. Tests that quantize it restore it
+    (quantize_model, the activation hooks and smooth_model are all context managers)."""
+    import qtutor as qt
+
+    return qt.load_model("tiny")

@@ -17,11 +17,6 @@ TOKENS = 2048  # perplexity budget of the model-level checks
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return qt.load_model("tiny")
-
-
-@pytest.fixture(scope="module")
 def calib():
     return qt.data.calibration(n_samples=8, seq_len=256)
 

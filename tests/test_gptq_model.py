@@ -12,11 +12,6 @@ from qtutor.model import capture_inputs, get_weight, linear_layers
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return qt.load_model("tiny")
-
-
-@pytest.fixture(scope="module")
 def calib():
     return qt.data.calibration(n_samples=16, seq_len=256)
 

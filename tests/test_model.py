@@ -11,11 +11,6 @@ from qtutor import model as qm  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return qt.load_model("tiny")
-
-
-@pytest.fixture(scope="module")
 def saved_models(tmp_path_factory):
     """Small randomly initialised GPT-2 (Conv1D, transposed weights) and OPT models saved as safetensors."""
     from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
