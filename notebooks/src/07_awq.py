@@ -87,14 +87,13 @@ search
 
 # %% tags=["nbval-check-output"]
 for bits in (3, 4):
-    search.controls["bits"].value = bits
-    state = search.state
+    state = search.compute(bits=bits, group_size=128)  # what the widget computes, without redrawing it
     print(f"synthetic layer, INT{bits} g128: alpha* = {state['alpha']:.2f}, output error {state['best_loss']:.5f}"
           f" vs RTN {state['rtn_loss']:.5f} ({state['gain']:.2f}x smaller)")
 
 # %%
-search.controls["bits"].value = 3
-figures.alpha_curve(search.state["alphas"], search.state["losses"], search.state["alpha"], search.state["rtn_loss"],
+state = search.compute(bits=3, group_size=128)
+figures.alpha_curve(state["alphas"], state["losses"], state["alpha"], state["rtn_loss"],
                     title="synthetic layer (4 planted channels), INT3 g128")
 plt.show()
 
@@ -121,15 +120,14 @@ real_search
 
 # %% tags=["nbval-check-output"]
 for bits in (3, 4):
-    real_search.controls["bits"].value = bits
-    state = real_search.state
+    state = real_search.compute(bits=bits, group_size=128)
     print(f"{layer}, INT{bits} g128: alpha* = {state['alpha']:.2f}, output error {state['best_loss']:.3g}"
           f" vs RTN {state['rtn_loss']:.3g} ({state['gain']:.2f}x smaller)")
 
 # %%
-real_search.controls["bits"].value = 3
-figures.alpha_curve(real_search.state["alphas"], real_search.state["losses"], real_search.state["alpha"],
-                    real_search.state["rtn_loss"], title=f"tiny model, {layer}, INT3 g128")
+state = real_search.compute(bits=3, group_size=128)
+figures.alpha_curve(state["alphas"], state["losses"], state["alpha"], state["rtn_loss"],
+                    title=f"tiny model, {layer}, INT3 g128")
 plt.show()
 
 # %% [markdown]
