@@ -137,5 +137,6 @@ for row in sorted(table, key=lambda r: -r["ratio"])[:6]:
 # * Perplexity is the honest measure; the layer output error tells you where the damage is.
 # * The tiny model's real activation statistics, not assumptions, decide which lessons it can show.
 #
-# Next: [06 · GPTQ](06_gptq.ipynb), which beats RTN by letting each rounding error be corrected by the
-# weights not yet quantized.
+# Next: [05 · Outliers and LLM.int8()](05_outliers_llm_int8.ipynb), the activations' side of the story; then
+# [06 · GPTQ](06_gptq.ipynb), which beats RTN by letting each rounding error be corrected by the weights not yet
+# quantized.

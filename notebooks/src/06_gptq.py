@@ -117,4 +117,4 @@ for samples, source in ((8, "wiki"), (32, "wiki"), (32, "news")):
 #   model, only by tenths of a percent).
 # * At 3 bits, and at 4 bits with one scale per row, it removes most of what rounding loses.
 #
-# Next: [10 · GGUF k-quants and export](10_gguf_kquants.ipynb).
+# Next: [07 · AWQ](07_awq.ipynb).

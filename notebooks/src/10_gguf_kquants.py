@@ -146,4 +146,4 @@ print(f"{summary['tensor_bytes']:,} bytes of tensors, {summary['bits_per_weight'
 #   4.84 bits per weight on a 7B model.
 # * A `.gguf` is metadata + tokenizer + typed tensor bytes; qtutor writes one llama.cpp can load.
 #
-# Next: [15 · Choosing a method](15_choosing_a_method.ipynb).
+# Next: [13 · KV-cache quantization](13_kv_cache.ipynb).
