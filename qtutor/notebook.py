@@ -59,8 +59,13 @@ def check_lab_extras() -> None:
         )
 
 
-def setup_notebook(seed: int = 0, threads: int = 2, show_banner: bool = True) -> None:
-    """Seeds, threads, plotting defaults, quiet progress bars; then the banner."""
+def setup_notebook(seed: int = 0, threads: int | None = None, show_banner: bool = True) -> None:
+    """Seeds, threads, plotting defaults, quiet progress bars; then the banner.
+
+    ``threads``: torch's thread count; by default the environment's ``QTUTOR_THREADS``, else 2 (the laptop the
+    course is written for). The test suite sets QTUTOR_THREADS=1 when it runs notebooks side by side."""
+    if threads is None:
+        threads = int(os.environ.get("QTUTOR_THREADS", "2"))
     check_lab_extras()
     random.seed(seed)
     np.random.seed(seed)
