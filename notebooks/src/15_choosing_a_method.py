@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import qtutor as qt
 from qtutor.eval import advisor
 from qtutor.eval.perplexity import perplexity
-from qtutor.eval.sweep import sweep
+from qtutor.eval.sweep import evaluate, sweep
 from qtutor.viz import figures, widgets
 
 qt.setup_notebook(seed=0)
@@ -31,21 +31,27 @@ calib = qt.data.calibration(n_samples=32, seq_len=256)  # 8192 wiki train tokens
 # --mixes Q3_K_M,Q4_K_M,Q6_K` measures the same kind of table on the whole test split.
 
 # %%
+# first the variants that need no calibration data: the float formats, RTN and the GGUF mixes
 configs = [("FP32", None, "fp32", None, None),
            ("RTN INT8 per-channel", "rtn", "int8", -1, True),
            ("RTN FP8 E4M3 per-channel", "rtn", "fp8_e4m3", -1, None),
            ("RTN NF4 (64)", "rtn", "nf4", 64, None),
            ("RTN NVFP4", "rtn", "nvfp4", 16, None),
-           ("RTN MXFP4", "rtn", "mxfp4", 32, None)]
-for method in ("rtn", "gptq", "awq"):
-    configs.append((f"{method.upper()} INT4 g128", method, "int4", 128, False))
-for method in ("rtn", "gptq"):
-    configs += [(f"{method.upper()} INT4 per-channel", method, "int4", -1, False),
-                (f"{method.upper()} INT3 g128", method, "int3", 128, False)]
+           ("RTN MXFP4", "rtn", "mxfp4", 32, None),
+           ("RTN INT4 g128", "rtn", "int4", 128, False),
+           ("RTN INT4 per-channel", "rtn", "int4", -1, False),
+           ("RTN INT3 g128", "rtn", "int3", 128, False)]
 for mix in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"):
     configs.append((mix, "gguf", mix, None, None))
+rows = sweep(model, tokenizer, configs, max_tokens=TOKENS, progress=False)
 
-rows = sweep(model, tokenizer, configs, max_tokens=TOKENS, calib=calib, progress=False)
+# %%
+# then the calibrated methods, on the same 32 windows of Wikipedia training text
+for label, method, fmt, group in (("GPTQ INT4 g128", "gptq", "int4", 128), ("AWQ INT4 g128", "awq", "int4", 128),
+                                  ("GPTQ INT4 per-channel", "gptq", "int4", -1), ("GPTQ INT3 g128", "gptq", "int3", 128)):
+    point = evaluate(model, tokenizer, method, fmt, group, False, max_tokens=TOKENS, calib=calib,
+                     baseline=rows[0]["ppl"])
+    rows.append({"label": label, **point})
 for row in sorted(rows, key=lambda r: -r["bits_per_weight"]):
     print(f"{row['label']:26s} {row['bits_per_weight']:6.3f} bits/weight   perplexity {row['ppl']:8.2f}  "
           f"({row['delta_pct']:+6.1f} %)")
