@@ -17,12 +17,9 @@ import qtutor as qt
 from qtutor.eval.sweep import evaluate
 from qtutor.methods import awq
 from qtutor.viz import figures, widgets
+from qtutor.viz.widgets import output_error  # mean (X W_hat^T - X W^T)^2, the error AWQ's search minimizes
 
 qt.setup_notebook(seed=0)
-
-
-def output_error(X, W, W_hat):
-    return widgets.output_error(X, W, W_hat)
 
 
 # %% [markdown]
