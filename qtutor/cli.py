@@ -111,7 +111,19 @@ def _runtime(args: argparse.Namespace) -> dict:
     """What is quantized at run time, and the options of SmoothQuant and LLM.int8()."""
     return dict(act_format=args.act_format, kv_format=args.kv_format, kv_keys=args.kv_keys,
                 kv_values=args.kv_values, kv_group_size=args.kv_group_size, alpha=args.alpha,
-                threshold=args.threshold)
+                smooth_linears=args.smooth_linears, threshold=args.threshold)
+
+
+KL_TOKENS = 8192  # the float reference keeps tokens x vocabulary log-probabilities in memory
+
+
+def _reference(args: argparse.Namespace, model):
+    """The float model's next-token distributions, when --kl asks for the divergence from them."""
+    if not args.kl:
+        return None
+    from qtutor.eval.divergence import reference
+
+    return reference(model, split=args.split, max_tokens=min(args.max_tokens or KL_TOKENS, KL_TOKENS))
 
 
 @command("tour")
@@ -138,7 +150,7 @@ def ppl_command(args: argparse.Namespace) -> dict:
     method = None if args.method == "none" else args.method
     point = evaluate(model, tokenizer, method, args.format, _group_size(args.group_size), _sym(args.sym),
                      split=args.split, max_tokens=args.max_tokens, calib=_calibration(args, args.method),
-                     progress=not args.json, **_runtime(args))
+                     progress=not args.json, reference=_reference(args, model), **_runtime(args))
     result = {"model": args.model, **point}
     if not args.json:
         print_table([result])
@@ -161,10 +173,10 @@ def sweep_command(args: argparse.Namespace) -> dict:
 
     calib = _calibration(args, next((m for m in args.methods.split(",") if m in NEEDS_CALIBRATION), "rtn"))
     rows = sweep(model, tokenizer, configs, max_tokens=args.max_tokens, calib=calib, progress=not args.json,
-                 **_runtime(args))
+                 reference=_reference(args, model), **_runtime(args))
     if not args.json:
-        print_table([{k: row.get(k) for k in ("label", "bits_per_weight", "ppl", "delta_pct", "seconds")}
-                     for row in rows])
+        columns = ("label", "bits_per_weight", "ppl", "delta_pct") + (("kl",) if args.kl else ()) + ("seconds",)
+        print_table([{k: row.get(k) for k in columns} for row in rows])
     return {"model": args.model, "max_tokens": args.max_tokens, "rows": rows}
 
 
@@ -230,7 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="axis of the value scales")
         p.add_argument("--kv-group-size", type=int, default=None, help="channels per KV scale (divides head_dim)")
         p.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant's migration strength, in [0, 1]")
+        p.add_argument("--smooth-linears", action="store_true",
+                       help="SmoothQuant also smooths o_proj's and down_proj's inputs (folded into v_proj, up_proj)")
         p.add_argument("--threshold", type=float, default=6.0, help="LLM.int8()'s outlier threshold, > 0")
+        p.add_argument("--kl", action="store_true",
+                       help="also the KL divergence from the float model's next-token distributions (nats per token, on "
+                            f"the first {KL_TOKENS} tokens at most)")
     export = add("export-gguf", "write the model as a quantized .gguf file")
     export.add_argument("--model", default="tiny")
     export.add_argument("--type", default="Q4_K_M", help="a llama.cpp mix: Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K, Q8_0 ...")

@@ -12,6 +12,7 @@ from qtutor.eval.sweep import evaluate  # noqa: E402
 from qtutor.methods import llm_int8 as int8_method  # noqa: E402
 from qtutor.methods import smoothquant  # noqa: E402
 from qtutor.model import activations, capture_inputs, find_layer, get_weight  # noqa: E402
+from qtutor.model.scaling import scaling_groups  # noqa: E402
 
 TOKENS = 2048  # perplexity budget of the model-level checks
 
@@ -188,8 +189,8 @@ def perturb_norms(model):
     """Random norm weights and biases (a fresh model has 1 and 0, which would hide a folding mistake)."""
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for norm, _ in smoothquant.smoothing_groups(model):
-            module = dict(model.named_modules())[norm]
+        for group in scaling_groups(model, linear_sources=False):
+            module = dict(model.named_modules())[group.source]
             module.weight.copy_(torch.rand(module.weight.shape, generator=generator) * 3 + 0.1)
             if getattr(module, "bias", None) is not None:
                 module.bias.copy_(torch.randn(module.bias.shape, generator=generator))

@@ -41,16 +41,19 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
              stride: int = 128, max_tokens: int | None = None, calib: Any = None, baseline: float | None = None,
              progress: bool = False, act_format: str | None = None, kv_format: str | None = None,
              kv_keys: str = "channel", kv_values: str = "token", kv_group_size: int | None = None,
-             alpha: float = 0.5, threshold: float = 6.0, **method_kw) -> dict:
+             alpha: float = 0.5, smooth_linears: bool = False, threshold: float = 6.0, reference: Any = None, **method_kw) -> dict:
     """Perplexity and size of ``model`` quantized with ``method``/``fmt`` (``method=None``: as it is).
 
     Weight methods: ``rtn``, ``gptq``, ``awq`` (any format), ``gguf`` (``fmt`` is a mix such as ``Q4_K_M``).
-    ``smoothquant``: smoothing with migration strength ``alpha`` folded into the norms, then RTN weights in
+    ``smoothquant``: smoothing with migration strength ``alpha`` folded into the norms (and with
+    ``smooth_linears`` into v_proj and up_proj too, for o_proj's and down_proj's inputs), then RTN weights in
     ``fmt`` and activations in ``act_format`` (INT8 per token when not given): W8A8 with ``fmt="int8"``,
     ``group_size=-1``. ``llm_int8``: every linear computes the LLM.int8() product (``threshold``); ``fmt`` is
     INT8 by definition. On top of any of them: ``act_format`` quantizes every linear's input per token,
     ``kv_format`` the KV cache (keys along ``kv_keys``, values along ``kv_values``; see
-    :func:`qtutor.model.activations.quantized_kv_cache`)."""
+    :func:`qtutor.model.activations.quantized_kv_cache`). With a ``reference``
+    (:func:`qtutor.eval.divergence.reference` of the float model) the point also has ``kl``, the mean KL
+    divergence from the float model's next-token distributions."""
     from qtutor.eval.perplexity import perplexity
     from qtutor.model import activations
     from qtutor.model.quantize import CALIBRATED, quantize_model
@@ -79,7 +82,7 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
             if method == "smoothquant":
                 from qtutor.methods.smoothquant import smooth_model
 
-                stack.enter_context(smooth_model(model, calib, alpha))
+                stack.enter_context(smooth_model(model, calib, alpha, linear_sources=smooth_linears))
                 weight_method = "rtn"
             elif method == "llm_int8":  # installed first, so that it multiplies with the float weights
                 stats = stack.enter_context(activations.llm_int8(model, threshold))
@@ -96,8 +99,12 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
             stack.enter_context(activations.quantized_kv_cache(model, kv_format, kv_keys, kv_values, kv_group_size))
             point.update(kv_format=kv_format, kv_keys=kv_keys, kv_values=kv_values)
         if method == "smoothquant":
-            point["alpha"] = alpha
+            point.update(alpha=alpha, smooth_linears=smooth_linears)
         point["ppl"] = perplexity(model, tokenizer, **ppl_kw)
+        if reference is not None:
+            from qtutor.eval.divergence import kl_divergence
+
+            point["kl"] = kl_divergence(model, reference)
         if method == "llm_int8":
             point.update(threshold=threshold, outlier_fraction=stats.outlier_fraction())
     if baseline is not None:

@@ -134,20 +134,23 @@ def linear_block(weights: list[np.ndarray], X: np.ndarray) -> np.ndarray:
 
 
 def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None = None, calib: Any = None, *,
-             name: str = "layer", clip: bool | None = None, duo_scaling: bool = False, **_ignored) -> QuantizedTensor:
+             name: str = "layer", clip: bool | None = None, duo_scaling: bool = False, prescaled: bool = False,
+             **_ignored) -> QuantizedTensor:
     """AWQ on one linear layer: search the scale on the layer's own output, clip, quantize W diag(s).
 
     The returned QuantizedTensor stores the codes of ``W diag(s)``; its ``dequantize()`` gives
-    ``Q(W diag(s)) diag(s)^-1`` (the scale folded back), the weight a fake-quant model uses. In fake
-    quantization this equals folding ``1/s`` into the preceding norm, except that here each linear gets its own
-    s (the reference shares one s between q, k and v, which read the same norm, and searches it on the block's
-    output); folding into a norm is shown by :func:`qtutor.methods.smoothquant.smooth_model`."""
+    ``Q(W diag(s)) diag(s)^-1`` (the scale folded back), the weight a fake-quant model uses.
+    ``prescaled=True`` skips the search (s = 1): :func:`scale_model` has already folded the scales of a whole
+    model's blocks, and only the clip search and the rounding are left."""
     if calib is None:
         raise ValueError(f"AWQ {name} needs calibration inputs (calib=X of shape (tokens, in_features))")
     if group_size is None:
         raise ValueError("AWQ needs a scaled format: group_size N > 0, -1 or 0")
     W = np.asarray(W, dtype=np.float32)
-    found = search_scale(calib, [W], linear_block, fmt, group_size, sym, duo_scaling=duo_scaling)
+    if prescaled:
+        found = {"s": np.ones(W.shape[1], dtype=np.float32), "alpha": None, "losses": []}
+    else:
+        found = search_scale(calib, [W], linear_block, fmt, group_size, sym, duo_scaling=duo_scaling)
     s = found["s"]
     scaled = W * s[None, :]
     if clip is None:
@@ -158,6 +161,79 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
     q = fmt.encode(scaled, group_size=group_size, sym=sym)
     return AWQTensor(q.codes, q.scales, q.zeros, q.fmt, q.group_size, q.sym, q.shape, "awq",
                      {"s": s, "alpha": found["alpha"], "losses": found["losses"]})
+
+
+# ---- the whole model: one s per scaling group, searched on the output of the module around its readers -------------
+def scale_model(model: Any, calib: Any, fmt: Format, group_size: int, sym: bool | None = None, *,
+                alphas: Sequence[float] = ALPHA_GRID, duo_scaling: bool = False, skip: Sequence[str] = (),
+                progress: bool = True) -> Any:
+    """Search and fold AWQ's scales, block by block, as the reference does (``auto_scale_block``).
+
+    In a Llama block there are four scaling groups (:mod:`qtutor.model.scaling`), each with its own s:
+
+    ========================  ======================  =========================
+    x comes from (absorbs 1/s) linears reading x (x s)  error measured on
+    ========================  ======================  =========================
+    input_layernorm           q_proj, k_proj, v_proj  the attention's output
+    v_proj (rows)             o_proj                  o_proj's output
+    post_attention_layernorm  gate_proj, up_proj      the MLP's output
+    up_proj (rows)            down_proj               down_proj's output
+    ========================  ======================  =========================
+
+    For each group and each alpha on the grid, the readers get ``Q(W diag(s)) diag(s)^-1`` (everything else
+    stays in float), the inspected module is called again on its recorded calibration inputs, and the alpha
+    with the smallest mean squared output error wins. A block's four searches all see the float block; then
+    their scales are folded in (the float model is unchanged) and the next block is recorded.
+    Returns the :class:`~qtutor.model.scaling.ScaledModel` (``restore()`` undoes it; ``searches`` holds each
+    group's alpha and loss curve)."""
+    from tqdm.auto import tqdm
+
+    from qtutor.model import call_again, capture_calls, find_layer, get_weight, role_of, swapped_weights
+    from qtutor.model.scaling import ScaledModel, scaling_groups
+
+    if calib is None:
+        raise ValueError("AWQ needs calibration data: calib=qt.data.calibration(n_samples=32, seq_len=256)")
+    groups = [group for group in scaling_groups(model)
+              if not any(role_of(reader) in skip for reader in group.readers)]
+    if not groups:
+        raise ValueError("no scaling group (a norm or linear followed by linears) found in the model")
+    blocks: dict[str, list] = {}
+    for group in groups:
+        blocks.setdefault(group.block, []).append(group)
+    named = dict(model.named_modules())
+    scaled = ScaledModel(model)
+    try:
+        for block, members in tqdm(blocks.items(), desc="AWQ scale search", disable=not progress, leave=False):
+            calls = capture_calls(model, calib, sorted({group.inspect for group in members}),
+                                  stop_after=block or None)
+            found = []
+            for group in members:
+                if not calls[group.inspect]:
+                    raise ValueError(f"no calibration activations reached {group.inspect}: give longer text")
+                recorded = calls[group.inspect]
+                X = np.concatenate([_first_tensor(args, kwargs).float().reshape(-1, _first_tensor(args, kwargs)
+                                                                                 .shape[-1]).cpu().numpy()
+                                    for args, kwargs, _ in recorded], axis=0)
+
+                def inspected(weights, _X, group=group, recorded=recorded):
+                    with swapped_weights(model, dict(zip(group.readers, weights))):
+                        return call_again(named[group.inspect], recorded)
+
+                weights = [get_weight(find_layer(model, reader)) for reader in group.readers]
+                found.append((group, search_scale(X, weights, inspected, fmt, group_size, sym, alphas,
+                                                     duo_scaling)))
+            for group, result in found:
+                scaled.apply(group, result["s"])
+                scaled.searches[group.source] = result
+    except BaseException:
+        scaled.restore()
+        raise
+    return scaled
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> Any:
+    """The input a module was called on: its first positional argument, or ``hidden_states=``."""
+    return args[0] if args else kwargs["hidden_states"]
 
 
 class AWQTensor(QuantizedTensor):

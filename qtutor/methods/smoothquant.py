@@ -16,7 +16,8 @@ migration strength alpha,
 
 The division of X is free: X comes out of a normalization layer (LayerNorm / RMSNorm) whose weight absorbs
 1/s. So only the linears right after a norm are smoothed (q, k, v after input_layernorm; gate, up after
-post_attention_layernorm); a scale is shared by every linear that reads the same X.
+post_attention_layernorm); a scale is shared by every linear that reads the same X. (Scaling groups and the
+folding itself live in :mod:`qtutor.model.scaling`, shared with AWQ.)
 
 Then W8A8: weights INT8 per output channel, activations INT8 per token, computed on the fly (dynamic),
 INT8 x INT8 products accumulated in INT32 and rescaled by (activation scale x weight scale).
@@ -28,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from qtutor.backend import array_namespace
+from qtutor.model.scaling import SCALING_GROUPS, ScaledModel, scaling_groups
 
 CLAMP = 1e-5  # the reference clamps both maxima and the scale, so a dead channel cannot give 0 or inf
 
@@ -107,107 +109,40 @@ def difficulty(X: Any, W: Any) -> dict:
     return {"activation": float(act.max() / xp.median(act)), "weight": float(weight.max() / xp.median(weight))}
 
 
-# ---- the whole model: fold the scales into the norms -----------------------------------------------------------------
-# (norm, the linears that read its output), as module names inside one decoder block; the first group found wins
-SMOOTHING_GROUPS = (
-    ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),  # Llama, Mistral, Qwen
-    ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
-    ("self_attn_layer_norm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),  # OPT
-    ("final_layer_norm", ("fc1",)),
-    ("ln_1", ("attn.c_attn",)),  # GPT-2 (fused q, k, v)
-    ("ln_2", ("mlp.c_fc",)),
-)
+# ---- the whole model: fold the scales into the norms (and, optionally, into the linears before) ---------------------
+def smooth_model(model: Any, calib: Any, alpha: float = 0.5, linear_sources: bool = False) -> ScaledModel:
+    """Smooth every scaling group of ``model`` in place (``smooth_ln_fcs``); returns a restorable handle.
 
-
-def smoothing_groups(model: Any) -> list[tuple[str, list[str]]]:
-    """(norm module name, [names of the linears it feeds]) for every norm followed by linears in the model."""
-    from qtutor.model import linear_layers
-
-    linears = {layer.name for layer in linear_layers(model)}
-    groups = []
-    for name, _ in model.named_modules():
-        block, _, leaf = name.rpartition(".")
-        for norm, readers in SMOOTHING_GROUPS:
-            names = [f"{block}.{reader}" if block else reader for reader in readers]
-            if leaf == norm and all(reader in linears for reader in names):
-                groups.append((name, names))
-                break
-    return groups
-
-
-class SmoothedModel:
-    """The model with smoothing folded in; ``restore()`` (or leaving the ``with`` block) puts everything back.
-
-    ``scales``: norm name -> s (per input channel); ``difficulty``: norm name -> {"before", "after"}, the
-    max/median channel-peak ratio of the activations and of the weights (:func:`difficulty`)."""
-
-    def __init__(self, model: Any, saved: dict, backup: Any):
-        self.model, self.saved, self.backup = model, saved, backup
-        self.scales: dict = {}
-        self.difficulty: dict = {}
-
-    def restore(self) -> None:
-        import torch
-
-        with torch.no_grad():
-            for module, weight, bias in self.saved.values():
-                module.weight.copy_(weight)
-                if bias is not None:
-                    module.bias.copy_(bias)
-        self.backup.restore()
-
-    def __enter__(self) -> "SmoothedModel":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.restore()
-
-
-def smooth_model(model: Any, calib: Any, alpha: float = 0.5) -> SmoothedModel:
-    """Smooth every norm -> linears group of ``model`` in place (``smooth_ln_fcs``); returns a restorable handle.
-
-    max|X_j| comes from running ``calib`` (token ids, n_samples x seq_len) through the unmodified model; the
-    scales s are then folded: norm weight (and bias) / s, each reader's column j x s_j. The float model computes
-    the same function as before, up to float rounding; only the quantization difficulty moves."""
-    import torch
-
-    from qtutor.model import WeightBackup, capture_inputs, find_layer, get_weight, set_weight
+    max|X_j| comes from running ``calib`` (token ids, n_samples x seq_len) through the unmodified model, and
+    every s is computed from the original weights before any is folded (norm weight and bias / s, each reader's
+    column j x s_j). The float model computes the same function as before, up to float rounding; only the
+    quantization difficulty moves. ``linear_sources=True`` also smooths the inputs of o_proj (folded into
+    v_proj) and down_proj (folded into up_proj), which the paper leaves alone; see
+    :mod:`qtutor.model.scaling`."""
+    from qtutor.model import capture_inputs, find_layer, get_weight
 
     alpha = check_alpha(alpha)
     if calib is None:
         raise ValueError("SmoothQuant needs calibration data: calib=qt.data.calibration(n_samples=32, seq_len=256)")
-    groups = smoothing_groups(model)
+    groups = scaling_groups(model, linear_sources)
     if not groups:
         raise ValueError("no norm followed by linear layers found; SmoothQuant knows Llama-, OPT- and GPT-2-style "
-                         f"blocks ({', '.join(norm for norm, _ in SMOOTHING_GROUPS)})")
-    inputs = capture_inputs(model, calib, [readers[0] for _, readers in groups])
-    modules = dict(model.named_modules())
-    saved = {norm: (modules[norm], modules[norm].weight.detach().clone(),
-                    None if getattr(modules[norm], "bias", None) is None else modules[norm].bias.detach().clone())
-             for norm, _ in groups}
-    smoothed = SmoothedModel(model, saved, WeightBackup(model, [r for _, readers in groups for r in readers]))
+                         f"blocks ({', '.join(sorted({source for source, _, _ in SCALING_GROUPS}))})")
+    inputs = capture_inputs(model, calib, [group.readers[0] for group in groups])
+    found = []
+    for group in groups:
+        X = inputs[group.readers[0]]
+        if X.shape[0] == 0:
+            raise ValueError(f"no calibration activations reached {group.readers[0]}: give longer calibration text")
+        weights = [get_weight(find_layer(model, reader)) for reader in group.readers]
+        found.append((group, X, weights, smoothing_scales(activation_scales(X), weights, alpha)))
+    smoothed = ScaledModel(model)
     try:
-        for norm, readers in groups:
-            X = inputs[readers[0]]
-            if X.shape[0] == 0:
-                raise ValueError(f"no calibration activations reached {readers[0]}: give longer calibration text")
-            layers = [find_layer(model, reader) for reader in readers]
-            weights = [get_weight(layer) for layer in layers]
-            s = smoothing_scales(activation_scales(X), weights, alpha)
-            module = modules[norm]
-            norm_bias = None if saved[norm][2] is None else saved[norm][2].float().cpu().numpy()
-            new_weight, new_bias, new_weights = fold_into_norm(saved[norm][1].float().cpu().numpy(), norm_bias,
-                                                               weights, s)
-            with torch.no_grad():
-                module.weight.copy_(torch.from_numpy(new_weight).to(module.weight.dtype))
-                if new_bias is not None:
-                    module.bias.copy_(torch.from_numpy(new_bias).to(module.bias.dtype))
-            for layer, W in zip(layers, new_weights):
-                set_weight(layer, W)
-            smoothed.scales[norm] = s
-            before = difficulty(X, np.concatenate(weights, axis=0))
-            after = difficulty(X / s, np.concatenate(new_weights, axis=0))
-            smoothed.difficulty[norm] = {"before": before, "after": after}
+        for group, X, weights, s in found:
+            smoothed.apply(group, s)
+            smoothed.difficulty[group.source] = {
+                "before": difficulty(X, np.concatenate(weights, axis=0)),
+                "after": difficulty(X / s, np.concatenate([W * s[None, :] for W in weights], axis=0))}
     except BaseException:
         smoothed.restore()
         raise

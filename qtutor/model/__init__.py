@@ -161,5 +161,66 @@ def capture_inputs(model: Any, tokens: Any, layers: Iterable[str] | None = None,
     return {name: np.concatenate(parts, axis=0)[:max_tokens] for name, parts in captured.items()}
 
 
-__all__ = ["LinearLayer", "WeightBackup", "capture_inputs", "find_layer", "get_weight", "linear_layers",
-           "load_model", "role_of", "set_weight", "swapped_weights"]
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass early: the modules after it are not needed."""
+
+
+def capture_calls(model: Any, tokens: Any, modules: Iterable[str], batch_size: int = 8,
+                  stop_after: str | None = None) -> dict[str, list[tuple[tuple, dict, Any]]]:
+    """Run ``tokens`` through the model (no KV cache) and record every call of each named module as
+    ``(args, kwargs, output)``: enough to call the module again on the same inputs, as AWQ does to compare
+    candidate weights on a block's attention or MLP output. The output is the first element when the module
+    returns a tuple. With ``stop_after``, each forward pass ends as soon as that module has returned."""
+    import torch
+
+    named = dict(model.named_modules())
+    modules = list(modules)
+    unknown = [name for name in modules + ([stop_after] if stop_after else []) if name not in named]
+    if unknown:
+        raise KeyError(f"no module called {unknown[0]!r} in the model (see model.named_modules())")
+    calls: dict[str, list] = {name: [] for name in modules}
+
+    def recorder(name: str):
+        def record(module, args, kwargs, output):
+            calls[name].append((args, dict(kwargs), output[0] if isinstance(output, tuple) else output))
+        return record
+
+    def stop(module, args, output):
+        raise _StopForward
+
+    tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+    if tokens.ndim == 1:
+        tokens = tokens[None, :]
+    handles = [named[name].register_forward_hook(recorder(name), with_kwargs=True) for name in modules]
+    if stop_after:
+        handles.append(named[stop_after].register_forward_hook(stop))
+    try:
+        with torch.no_grad():
+            for start in range(0, tokens.shape[0], batch_size):
+                try:
+                    model(input_ids=tokens[start:start + batch_size].to(model.device), use_cache=False)
+                except _StopForward:
+                    pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def call_again(module: Any, calls: list[tuple[tuple, dict, Any]]) -> np.ndarray:
+    """Call ``module`` on every recorded input (:func:`capture_calls`) with its current weights; the outputs
+    as one float32 array (tokens x features)."""
+    import torch
+
+    outputs = []
+    with torch.no_grad():
+        for args, kwargs, _ in calls:
+            output = module(*args, **kwargs)
+            output = output[0] if isinstance(output, tuple) else output
+            outputs.append(output.float().reshape(-1, output.shape[-1]).cpu().numpy())
+    return np.concatenate(outputs, axis=0)
+
+
+__all__ = ["LinearLayer", "WeightBackup", "call_again", "capture_calls", "capture_inputs", "find_layer", "get_weight",
+           "linear_layers", "load_model", "role_of", "set_weight", "swapped_weights"]

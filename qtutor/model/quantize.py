@@ -56,6 +56,7 @@ class QuantizationReport:
     tensors: dict = field(default_factory=dict)  # name -> QuantizedTensor (kept when keep_tensors=True)
     backup: Any = None
     seconds: float = 0.0
+    scaling: Any = None  # AWQ: the scales folded into the model (a qtutor.model.scaling.ScaledModel)
 
     @property
     def bits_per_weight(self) -> float:
@@ -92,6 +93,17 @@ class QuantizationReport:
         return "\n".join(lines)
 
 
+class Restorables:
+    """Several restorable changes undone as one (AWQ: the folded scales and the quantized weights)."""
+
+    def __init__(self, *parts: Any):
+        self.parts = parts
+
+    def restore(self) -> None:
+        for part in self.parts:
+            part.restore()
+
+
 def block_of(name: str) -> int | None:
     """The decoder block a layer belongs to (``model.layers.3.mlp.up_proj`` -> 3), None outside the blocks."""
     match = _BLOCK.search(name)
@@ -125,6 +137,19 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
     backup = WeightBackup(model, [layer.name for layer in targets])
     report = QuantizationReport(method, fmt_object.name, group_size, sym, backup=backup)
     started = time.time()
+    prescaled: set[str] = set()
+    scope = method_kw.pop("scope", "block")
+    if scope not in ("block", "layer"):
+        raise ValueError(f"scope={scope!r}: AWQ searches its scales per 'block' (the reference) or per 'layer'")
+    if method == "awq" and layers is None and scope == "block":
+        # AWQ as the reference: one scale per scaling group (q/k/v share one), searched on the block's output and
+        # folded into the norms and linears before; then each layer only clips and rounds
+        from qtutor.methods.awq import scale_model
+
+        scaled = scale_model(model, calib, fmt_object, group_size, sym, skip=skip, progress=progress,
+                             duo_scaling=method_kw.get("duo_scaling", False))
+        report.backup, report.scaling = Restorables(scaled, backup), scaled
+        prescaled = {reader for group in scaled.groups for reader in group.readers}
     # sequential (GPTQ): capture a block's inputs after the earlier blocks are quantized; otherwise capture once
     sequential = method == "gptq"
     groups: dict[Any, list] = {}
@@ -140,8 +165,9 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
                 W = get_weight(layer)
                 X = inputs.get(layer.name)
                 t0 = time.time()
+                extra = {"prescaled": True} if layer.name in prescaled else {}
                 q = quantizer.quantize(W, fmt_object, group_size=group_size, sym=sym, calib=X, name=layer.name,
-                                       **method_kw)
+                                       **method_kw, **extra)
                 W_hat = np.asarray(q.dequantize(), dtype=np.float32)
                 set_weight(layer, W_hat)
                 report.layers.append(LayerResult(
@@ -153,7 +179,7 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
                     report.tensors[layer.name] = q
                 bar.update(1)
     except BaseException:
-        backup.restore()  # a failure leaves the model as it was
+        report.restore()  # a failure leaves the model as it was
         raise
     finally:
         bar.close()
