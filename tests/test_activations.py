@@ -12,7 +12,6 @@ from qtutor.eval.sweep import evaluate  # noqa: E402
 from qtutor.methods import llm_int8 as int8_method  # noqa: E402
 from qtutor.methods import smoothquant  # noqa: E402
 from qtutor.model import activations, capture_inputs, find_layer, get_weight  # noqa: E402
-from qtutor.model.scaling import scaling_groups  # noqa: E402
 
 TOKENS = 2048  # perplexity budget of the model-level checks
 
@@ -174,33 +173,9 @@ def test_bad_kv_settings_are_clear_errors(tiny):
 
 
 # ---- SmoothQuant on a whole model ------------------------------------------------------------------------------------
-def other_architectures():
-    from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
-
-    torch.manual_seed(0)
-    return {
-        "gpt2": GPT2LMHeadModel(GPT2Config(vocab_size=4096, n_positions=128, n_embd=64, n_layer=2, n_head=2)),
-        "opt": OPTForCausalLM(OPTConfig(vocab_size=4096, hidden_size=64, ffn_dim=128, num_hidden_layers=2,
-                                        num_attention_heads=2, max_position_embeddings=128, word_embed_proj_dim=64)),
-    }
-
-
-def perturb_norms(model):
-    """Random norm weights and biases (a fresh model has 1 and 0, which would hide a folding mistake)."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for group in scaling_groups(model, linear_sources=False):
-            module = dict(model.named_modules())[group.source]
-            module.weight.copy_(torch.rand(module.weight.shape, generator=generator) * 3 + 0.1)
-            if getattr(module, "bias", None) is not None:
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator))
-
-
 @pytest.mark.parametrize("kind", ["tiny", "gpt2", "opt"])
-def test_smoothing_leaves_the_float_model_unchanged_and_restores_bit_exactly(tiny, calib, kind):
-    model = tiny[0] if kind == "tiny" else other_architectures()[kind].eval()
-    if kind != "tiny":
-        perturb_norms(model)
+def test_smoothing_leaves_the_float_model_unchanged_and_restores_bit_exactly(tiny, calib, kind, architectures):
+    model = tiny[0] if kind == "tiny" else architectures[kind]
     tokens = calib[:2, :64]
     before = logits(model, tokens)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -229,6 +204,23 @@ def test_w8a8_with_smoothquant_stays_within_a_tenth_of_a_percent(tiny, calib, fp
         point = evaluate(model, tokenizer, method, "int8", -1, True, act_format="int8", calib=calib,
                          max_tokens=TOKENS, baseline=fp_ppl)
         assert abs(point["delta_pct"]) < 0.1, point
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_smoothing_every_group_brings_wxax_closer_to_the_float_model(tiny, calib, bits):
+    """The ordering of the issue, in KL divergence from the float model (perplexity moves by less than its noise
+    at W8A8, and at W4A4 in either direction): W8A8 smoothed no worse than not, W4A4 smoothed clearly better.
+    The tiny model's outliers feed down_proj, so the smoothing has to reach it through up_proj
+    (``smooth_linears``); smoothing only the norm outputs, as the paper does, does not help this model
+    (measured W4A4 KL 0.0339 against 0.0335 unsmoothed, on 4096 tokens)."""
+    from qtutor.eval.divergence import reference
+
+    model, tokenizer = tiny
+    ref = reference(model, max_tokens=2048)
+    fmt = f"int{bits}"
+    kl = {method: evaluate(model, tokenizer, method, fmt, -1, True, act_format=fmt, calib=calib, max_tokens=256,
+                           reference=ref, smooth_linears=True)["kl"] for method in ("rtn", "smoothquant")}
+    assert kl["smoothquant"] <= kl["rtn"] * (1.0 if bits == 8 else 0.95), kl
 
 
 def test_smoothquant_needs_calibration_and_a_valid_alpha(tiny, calib):
