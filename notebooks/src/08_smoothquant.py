@@ -48,9 +48,9 @@ for norm, ratio in difficulty.items():
 
 # %% [markdown]
 # The tiny model's norm outputs have **no outlier channels**: their largest channel peak is less than 1.5 times
-# the median, no rougher than the weights that read them. (The inputs of `down_proj`, notebook 05, are rougher, but they do not
-# come out of a norm, so SmoothQuant leaves them alone.) Whatever SmoothQuant does, it will have little to
-# migrate here. The mechanism, though, is worth seeing where it matters; first the equations.
+# the median, no rougher than the weights that read them. (The inputs of `down_proj`, notebook 05, are rougher,
+# but they do not come out of a norm, so the paper's SmoothQuant leaves them alone; we come back to them at the
+# end.) Whatever SmoothQuant does to the norm outputs, it will have little to migrate here. The mechanism, though, is worth seeing where it matters; first the equations.
 #
 # ## Migrating the difficulty
 #
@@ -127,42 +127,67 @@ plt.show()
 # ## The real model: W8A8 and W4A4, with and without smoothing
 #
 # Every linear except the output head with weights INT8 (or INT4) per output channel, and every linear's inputs
-# fake-quantized to INT8 (or INT4) per token, on the fly; smoothing, when used, folded into the norms first.
-# Perplexity on the first 4096 test tokens:
+# fake-quantized to INT8 (or INT4) per token, on the fly; smoothing, when used, folded in first. Two measures on
+# the first 4096 test tokens: perplexity, and the **KL divergence** from the float model's next-token
+# distributions (notebook 07 explains why: it compares whole distributions and only grows with the error, where
+# perplexity can move either way by more than a small change is worth).
+#
+# Besides the paper's smoothing of the norm outputs, the last rows also smooth the inputs of `o_proj` and
+# `down_proj`, with $1/s$ folded into the rows of `v_proj` and `up_proj` (`linear_sources=True`): the attention
+# average and the product $\mathrm{silu}(g) \odot u$ both pass a per-channel scale straight through, the same
+# trick AWQ uses (`qt.model.scaling`).
 
 # %% tags=["nbval-check-output"]
+from qtutor.eval.divergence import kl_divergence, reference
+
 TOKENS = 4096
 fp = qt.perplexity(model, tokenizer, max_tokens=TOKENS, progress=False)
+float_reference = reference(model, max_tokens=TOKENS)
 
 
-def smoothing(alpha):
-    return contextlib.nullcontext() if alpha is None else smoothquant.smooth_model(model, calib, alpha)
+def smoothing(alpha, linear_sources):
+    if alpha is None:
+        return contextlib.nullcontext()
+    return smoothquant.smooth_model(model, calib, alpha, linear_sources=linear_sources)
 
 
-print(f"float32                      perplexity {fp:8.2f}")
+print(f"float32                               perplexity {fp:8.2f}")
 for fmt, name in (("int8", "W8A8"), ("int4", "W4A4")):
-    for alpha in (None, 0.5, 0.85):
-        with smoothing(alpha), qt.quantize_model(model, "rtn", fmt, -1, True, progress=False), \
+    for alpha, linear_sources in ((None, False), (0.5, False), (0.85, False), (0.5, True), (0.85, True)):
+        with smoothing(alpha, linear_sources), qt.quantize_model(model, "rtn", fmt, -1, True, progress=False), \
                 quantized_inputs(model, fmt):
             ppl = qt.perplexity(model, tokenizer, max_tokens=TOKENS, progress=False)
-        how = "no smoothing" if alpha is None else f"smoothed, alpha {alpha:.2f}"
-        print(f"{name} {how:24s} perplexity {ppl:8.2f} ({100 * (ppl / fp - 1):+5.2f} %)")
+            kl = kl_divergence(model, float_reference)
+        how = "no smoothing" if alpha is None else \
+            f"{'norms + v, up' if linear_sources else 'norms'}, alpha {alpha:.2f}"
+        print(f"{name} {how:33s} perplexity {ppl:8.2f} ({100 * (ppl / fp - 1):+5.2f} %)   KL {kl:.5f}")
 
 # %% [markdown]
 # Stated plainly: on the tiny model, W8A8 per channel / per token costs almost nothing with or without
-# smoothing, and W4A4 costs a few percent that smoothing does not recover — it makes W4A4 slightly *worse*.
-# That is what the statistics at the top predicted: with no outlier channel in the norm outputs, migrating
-# range into the weights buys the activations nothing and costs the weights (now 4-bit) some precision. The
-# large models SmoothQuant was made for (OPT-175B, BLOOM-176B, Llama) have outlier channels 10-100× the median,
-# and there W8A8 without smoothing loses badly while smoothed W8A8 matches FP16, as the synthetic layer shows in
-# miniature.
+# smoothing. W4A4 costs a few percent, and the paper's smoothing of the norm outputs does not recover any of it
+# (the KL divergence stays where it was, perplexity even rises): that is what the statistics at the top
+# predicted — with no outlier channel in the norm outputs, migrating range into the weights buys the
+# activations nothing and costs the now 4-bit weights some precision.
+#
+# Smoothing the inputs of `down_proj` too, where this model's rough channels are, does help: at
+# $\alpha = 0.5$ the KL divergence of W4A4 drops by about 15 % and that of W8A8 by about a fifth (at 0.85 too
+# much range lands in the 4-bit weights, and the gain is gone) — while the perplexity of W4A4 goes *up*.
+# Both are true: the smoothed model's distributions are closer to the float model's on average, and the tokens
+# that actually came next happen to lose a little probability. This is why a small model's perplexity is a
+# blunt instrument for differences of a few percent, and why quantization tools report the divergence too.
+#
+# The large models SmoothQuant was made for (OPT-175B, BLOOM-176B, Llama) have outlier channels 10-100× the
+# median, and there W8A8 without smoothing loses badly while smoothed W8A8 matches FP16, as the synthetic
+# layer shows in miniature. Even there, W4A4 needs more than smoothing: rotating the activations (QuaRot,
+# SpinQuant) spreads every outlier over all channels before rounding.
 #
 # ## What you learned
 # * Activations are quantized on the fly with one scale per token, so an outlier *channel* ruins every token's
 #   scale; the integer product rules out a scale per channel.
 # * SmoothQuant moves range from activations to weights with $s_j = \max|X_j|^\alpha / \max|W_j|^{1-\alpha}$,
 #   folded into the preceding norm: the float model is unchanged, only the quantization difficulty moves.
-# * It pays off where outlier channels exist (the planted layer; large models) and does nothing, or slightly
-#   harms, where they do not (the tiny model) — measure before you smooth.
+# * It pays off where outlier channels exist (the planted layer; large models, and on the tiny model the inputs
+#   of `down_proj`, smoothed through `up_proj`) and does nothing where they do not (the tiny model's norm
+#   outputs) — measure before you smooth, and measure with more than perplexity.
 #
 # Next: [10 · GGUF k-quants and export](10_gguf_kquants.ipynb).

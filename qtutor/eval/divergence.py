@@ -70,8 +70,8 @@ def kl_divergence(model: Any, ref: Reference, batch_size: int = 8, progress: boo
 
     Q = _log_probs(model, ref.tokens, batch_size, progress, "KL divergence")
     if Q.shape != ref.log_probs.shape:
-        raise ValueError(f"the model gives {tuple(Q.shape)} log-probabilities, the reference {tuple(ref.log_probs.shape)}:"
-                         " make the reference with the same model")
+        raise ValueError(f"the model gives {tuple(Q.shape)} log-probabilities, the reference "
+                         f"{tuple(ref.log_probs.shape)}: make the reference with the same model")
     P = ref.log_probs
     per_token = (P.exp() * (P - Q)).sum(dim=-1, dtype=torch.float64)
     return float(per_token.mean())

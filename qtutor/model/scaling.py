@@ -95,7 +95,8 @@ class ScaledModel:
     def _save(self, name: str, module: Any) -> None:
         if name not in self._saved:
             bias = getattr(module, "bias", None)
-            self._saved[name] = (module, module.weight.detach().clone(), None if bias is None else bias.detach().clone())
+            original_bias = None if bias is None else bias.detach().clone()
+            self._saved[name] = (module, module.weight.detach().clone(), original_bias)
 
     def apply(self, group: ScalingGroup, s: Any) -> None:
         """Fold s into the model: the source's weight (norm) or rows (linear) and bias divided by s, each reader's
