@@ -45,14 +45,17 @@ def test_tour_prints_a_table_with_the_unquantized_baseline_first(capsys):
 
 def test_ppl_runs_smoothquant_llm_int8_and_a_quantized_kv_cache(capsys):
     code, smooth = run(capsys, "ppl", "--method", "smoothquant", "--format", "int8", "--group-size", "-1",
-                       "--sym", "sym", "--alpha", "0.8", "--calib-samples", "2", "--max-tokens", "512", "--json")
-    assert code == 0 and smooth["act_format"] == "int8" and smooth["alpha"] == 0.8
+                       "--sym", "sym", "--alpha", "0.8", "--calib-samples", "2", "--max-tokens", "512",
+                       "--smooth-linears", "--kl", "--json")
+    assert code == 0 and smooth["act_format"] == "int8" and smooth["alpha"] == 0.8 and smooth["smooth_linears"]
+    assert 0 < smooth["kl"] < 0.01
     code, int8 = run(capsys, "ppl", "--method", "llm_int8", "--max-tokens", "512", "--json")
     assert code == 0 and int8["format"] == "int8" and 0 <= int8["outlier_fraction"] < 1
     code, kv = run(capsys, "ppl", "--method", "none", "--kv-format", "int2", "--kv-keys", "token",
                    "--max-tokens", "512", "--json")
     assert code == 0 and kv["kv_format"] == "int2" and kv["kv_keys"] == "token"
-    code, fp = run(capsys, "ppl", "--method", "none", "--max-tokens", "512", "--json")
+    code, fp = run(capsys, "ppl", "--method", "none", "--max-tokens", "512", "--kl", "--json")
+    assert fp["kl"] == pytest.approx(0, abs=1e-9)  # the float model against itself
     assert kv["ppl"] > fp["ppl"]  # a 2-bit cache costs something
     for point in (smooth, int8):  # 8-bit, both within 1 % of float
         assert abs(point["ppl"] / fp["ppl"] - 1) < 0.01, point
