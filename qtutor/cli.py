@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model(add("tour", "the embedded model at every common format"), 8192)
     ppl = add("ppl", "perplexity of one quantized variant")
     add_model(ppl, None)
-    ppl.add_argument("--method", default="rtn", help="none, rtn, gptq, awq, smoothquant, llm_int8, gguf")
+    ppl.add_argument("--method", default="rtn", help="none, rtn, gptq, awq, smoothquant, llm_int8, rotation, gguf")
     ppl.add_argument("--format", default="int4")
     ppl.add_argument("--group-size", default="default", help="N > 0, -1 per channel, 0 per tensor, none for a cast")
     sweep = add("sweep", "a table of methods x formats x group sizes")

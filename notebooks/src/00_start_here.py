@@ -19,7 +19,7 @@
 # | [05 · Outliers and LLM.int8()](05_outliers_llm_int8.ipynb) | measure outlier channels; split a matmul in two |
 # | [06 · GPTQ](06_gptq.ipynb) | step through GPTQ column by column; beat rounding on the real model |
 # | [07 · AWQ](07_awq.ipynb) | find salient channels; search AWQ's scaling exponent; AWQ against RTN |
-# | [08 · SmoothQuant, W8A8 and W4A4](08_smoothquant.ipynb) | migrate outliers from activations to weights; run W8A8 and W4A4 |
+# | [08 · SmoothQuant, W8A8 and W4A4](08_smoothquant.ipynb) | migrate outliers from activations to weights; run W8A8 and W4A4; rotate for W4A4 |
 # | [10 · GGUF k-quants and export](10_gguf_kquants.ipynb) | open a Q4_K block byte by byte; write a `.gguf` |
 # | [13 · KV-cache quantization](13_kv_cache.ipynb) | size the KV cache; quantize the tiny model's keys and values |
 # | [15 · Choosing a method](15_choosing_a_method.ipynb) | every method in one table; calibration mismatch; a decision rule |

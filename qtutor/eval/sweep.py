@@ -50,9 +50,10 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
     ``smooth_linears`` into v_proj and up_proj too, for o_proj's and down_proj's inputs), then RTN weights in
     ``fmt`` and activations in ``act_format`` (INT8 per token when not given): W8A8 with ``fmt="int8"``,
     ``group_size=-1``. ``llm_int8``: every linear computes the LLM.int8() product (``threshold``); ``fmt`` is
-    INT8 by definition. On top of any of them: ``act_format`` quantizes every linear's input per token,
-    ``kv_format`` the KV cache (keys along ``kv_keys``, values along ``kv_values``; see
-    :func:`qtutor.model.activations.quantized_kv_cache`). With a ``reference``
+    INT8 by definition. ``rotation``: weights and activations (``act_format``; ``fmt`` when not given) rounded in
+    a randomly rotated basis (QuaRot; :mod:`qtutor.methods.rotation`). On top of any of them: ``act_format``
+    quantizes every linear's input per token, ``kv_format`` the KV cache (keys along ``kv_keys``, values along
+    ``kv_values``; see :func:`qtutor.model.activations.quantized_kv_cache`). With a ``reference``
     (:func:`qtutor.eval.divergence.reference` of the float model) the point also has ``kl``, the mean KL
     divergence from the float model's next-token distributions."""
     from qtutor.eval.perplexity import perplexity
@@ -61,8 +62,8 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
 
     started = time.time()
     ppl_kw = dict(split=split, ctx=ctx, stride=stride, max_tokens=max_tokens, progress=progress)
-    if method == "smoothquant" and act_format is None:
-        act_format = "int8"
+    if method in ("smoothquant", "rotation") and act_format is None:
+        act_format = "int8" if method == "smoothquant" else fmt
     if method == "llm_int8":  # INT8 per output channel, symmetric, by definition
         fmt, group_size, sym = "int8", -1, True
     with contextlib.ExitStack() as stack:
@@ -94,7 +95,8 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
             point = {"method": method, "format": report.fmt, "group_size": report.group_size, "sym": report.sym,
                      "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes)}
         if act_format is not None:
-            stack.enter_context(activations.quantized_inputs(model, act_format))
+            stack.enter_context(activations.quantized_inputs(
+                model, act_format, rotation_seed=method_kw.get("seed", 0) if method == "rotation" else None))
             point["act_format"] = act_format
         if kv_format is not None:
             stack.enter_context(activations.quantized_kv_cache(model, kv_format, kv_keys, kv_values, kv_group_size))

@@ -12,7 +12,7 @@ from typing import Any
 
 from qtutor.tensor import QuantizedTensor
 
-METHODS = ("rtn", "gptq", "awq", "llm_int8")
+METHODS = ("rtn", "gptq", "awq", "llm_int8", "smoothquant", "rotation")
 
 
 def get(method: str):

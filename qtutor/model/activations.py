@@ -93,16 +93,28 @@ def _as_tensor_like(values: np.ndarray, like: Any) -> Any:
 # ---- A8 / A4: the inputs of every linear layer --------------------------------------------------------------------
 @contextlib.contextmanager
 def quantized_inputs(model: Any, fmt: str = "int8", granularity: str = "token", *,
-                     roles: tuple[str, ...] | None = None, skip: tuple[str, ...] = ("lm_head",)) -> Iterator[Any]:
+                     roles: tuple[str, ...] | None = None, skip: tuple[str, ...] = ("lm_head",),
+                     rotation_seed: int | None = None) -> Iterator[Any]:
     """Within the block, every chosen linear layer sees its input fake-quantized to ``fmt`` (dynamic, a scale per
-    token by default). The output head is skipped by default, as in SmoothQuant's ``quantize_llama_like``."""
+    token by default). The output head is skipped by default, as in SmoothQuant's ``quantize_llama_like``.
+    With ``rotation_seed``, each input is quantized in a rotated basis, Q(x R) R^T
+    (:mod:`qtutor.methods.rotation`; the weights must be rotated with the same seed)."""
     formats.get(fmt)  # an unknown format fails here, before any hook is installed
     fake_quantize_activations(np.ones((1, 64), np.float32), fmt, granularity)  # and a bad granularity too
 
+    def fake_quantize(rows: np.ndarray) -> np.ndarray:
+        return fake_quantize_activations(rows, fmt, granularity)
+
     def quantize_input(module, args):
+        from qtutor.methods.rotation import rotated_fake_quantize
+
         x = args[0]
         flat = x.detach().float().reshape(-1, x.shape[-1]).cpu().numpy()
-        x_hat = fake_quantize_activations(flat, fmt, granularity).reshape(tuple(x.shape))
+        if rotation_seed is None:
+            x_hat = fake_quantize(flat)
+        else:
+            x_hat = rotated_fake_quantize(flat, fake_quantize, rotation_seed)
+        x_hat = x_hat.reshape(tuple(x.shape))
         return (_as_tensor_like(x_hat, x), *args[1:])
 
     handles = [layer.module.register_forward_pre_hook(quantize_input) for layer in _targets(model, roles, skip)]
