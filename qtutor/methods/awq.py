@@ -18,7 +18,9 @@ activations alone, s = mean|x|^alpha, normalized so that max(s) min(s) = 1, and 
     alpha* = argmin_alpha || f(W, X) - f(Q(W diag(s_alpha)) diag(s_alpha)^-1, X) ||^2
 
 Folding: diag(s)^-1 x costs nothing, because x comes out of a norm (whose weight absorbs 1/s) or out of
-another linear (whose output rows absorb it): the unquantized model is unchanged.
+another linear (whose output rows absorb it): the unquantized model is unchanged. In a model every linear that
+reads the same x must share one s (q, k and v; gate and up), searched on the output of the module around them
+(:func:`scale_model`; the groups are in :mod:`qtutor.model.scaling`); :func:`quantize` is the one-layer case.
 
 Then the clip search: for each (row, group), shrink the clipping range max|w| by a factor in {1.0, 0.95, ...,
 0.55} and keep the one with the smallest error of that group's partial output sum(x w) — clipping a few
@@ -211,9 +213,8 @@ def scale_model(model: Any, calib: Any, fmt: Format, group_size: int, sym: bool 
                 if not calls[group.inspect]:
                     raise ValueError(f"no calibration activations reached {group.inspect}: give longer text")
                 recorded = calls[group.inspect]
-                X = np.concatenate([_first_tensor(args, kwargs).float().reshape(-1, _first_tensor(args, kwargs)
-                                                                                 .shape[-1]).cpu().numpy()
-                                    for args, kwargs, _ in recorded], axis=0)
+                inputs = [_first_tensor(args, kwargs) for args, kwargs, _ in recorded]
+                X = np.concatenate([x.float().reshape(-1, x.shape[-1]).cpu().numpy() for x in inputs], axis=0)
 
                 def inspected(weights, _X, group=group, recorded=recorded):
                     with swapped_weights(model, dict(zip(group.readers, weights))):
