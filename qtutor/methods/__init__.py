@@ -12,7 +12,7 @@ from typing import Any
 
 from qtutor.tensor import QuantizedTensor
 
-METHODS = ("rtn", "gptq", "awq", "llm_int8", "smoothquant", "rotation")
+METHODS = ("rtn", "gptq", "awq", "llm_int8", "rotation")  # SmoothQuant is a model transform (methods.smoothquant)
 
 
 def get(method: str):
