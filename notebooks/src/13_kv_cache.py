@@ -12,7 +12,6 @@
 # %%
 import numpy as np
 import matplotlib.pyplot as plt
-import torch
 import qtutor as qt
 from qtutor.eval import footprint as fp
 from qtutor.methods.kv_cache import fake_quantize, kv_bits_per_element
@@ -86,31 +85,21 @@ plt.show()
 #   Values show no such channels and stay per token — and an error in a value is averaged by the attention
 #   weights, while an error in a key moves the attention weights themselves.
 #
-# The argument rests on a measurement, so measure it here. A forward hook on each block's `k_proj` and
-# `v_proj` keeps their outputs on 4 calibration sequences of 256 tokens, split into heads.
+# The argument rests on a measurement, so measure it here. `qt.model.capture_calls` records what each block's
+# `k_proj` and `v_proj` return on 4 calibration sequences of 256 tokens; split into heads:
 
 # %%
-def capture_keys_and_values(model, token_ids):
-    """Outputs of every block's k_proj and v_proj, as {(block, "k" or "v"): (sequences, heads, tokens, head_dim)}."""
-    outputs, handles = {}, []
-    for index, block in enumerate(model.model.layers):
-        for kind, projection in (("k", block.self_attn.k_proj), ("v", block.self_attn.v_proj)):
-            def keep(module, args, output, key=(index, kind)):
-                outputs[key] = output.detach().float().numpy()
-            handles.append(projection.register_forward_hook(keep))
-    try:
-        with torch.no_grad():
-            model(torch.as_tensor(token_ids))
-    finally:
-        for handle in handles:
-            handle.remove()
-    head_dim = model.config.head_dim
-    return {key: y.reshape(*y.shape[:2], -1, head_dim).transpose(0, 2, 1, 3) for key, y in outputs.items()}
+def split_heads(y, head_dim):
+    """(sequences, tokens, heads x head_dim) -> (sequences, heads, tokens, head_dim)"""
+    y = y.float().numpy()
+    return y.reshape(*y.shape[:2], -1, head_dim).transpose(0, 2, 1, 3)
 
 
 calib = qt.data.calibration(4, 256)
-kv = capture_keys_and_values(model, calib)
 n_blocks = model.config.num_hidden_layers
+names = {(block, kind): f"model.layers.{block}.self_attn.{kind}_proj" for block in range(n_blocks) for kind in "kv"}
+calls = qt.model.capture_calls(model, calib, names.values(), batch_size=4)  # one call per module: all 4 sequences
+kv = {key: split_heads(calls[name][0][2], model.config.head_dim) for key, name in names.items()}  # [2]: output
 print("keys of block 0:", kv[0, "k"].shape, "(sequences, heads, tokens, head_dim)")
 
 # %% [markdown]
