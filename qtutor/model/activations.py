@@ -102,12 +102,12 @@ def quantized_inputs(model: Any, fmt: str = "int8", granularity: str = "token", 
     formats.get(fmt)  # an unknown format fails here, before any hook is installed
     fake_quantize_activations(np.ones((1, 64), np.float32), fmt, granularity)  # and a bad granularity too
 
+    from qtutor.methods.rotation import rotated_fake_quantize
+
     def fake_quantize(rows: np.ndarray) -> np.ndarray:
         return fake_quantize_activations(rows, fmt, granularity)
 
     def quantize_input(module, args):
-        from qtutor.methods.rotation import rotated_fake_quantize
-
         x = args[0]
         flat = x.detach().float().reshape(-1, x.shape[-1]).cpu().numpy()
         if rotation_seed is None:
