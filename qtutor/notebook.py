@@ -3,9 +3,17 @@
     import qtutor as qt
     qt.setup_notebook(seed=0)
 
-Everything a notebook prints should come out the same on every machine (nbval checks it), so this pins the
-seeds, the number of threads, matplotlib's figure size and DPI, turns progress bars and advisory warnings off,
-and formats numbers through one function (:func:`fmt`) with fixed significant digits.
+Everything a checked cell prints must come out the same on every x86-64 CPU and thread count (nbval compares
+it), so this pins the seeds, the number of threads, matplotlib's figure size and DPI, turns progress bars and
+advisory warnings off, and offers the two ways a checked cell states a result (notebooks/AUTHORING.md):
+
+* :func:`claim` asserts what the lesson says about the numbers just measured ("GPTQ beats RTN in KL") and
+  prints the statement, which is the same text on any machine; the cell fails if the claim stops holding.
+* :func:`fmt` and :func:`percent` print a value at fixed precision (and never a signed zero), for values that
+  do not move with the processor: exact sizes, and NumPy results on small synthetic arrays.
+
+Figures measured on a model (perplexity, KL, output errors of real layers) move in their last digits between
+AVX2 and AVX-512 kernels; print them in cells that nbval does not check, and claim in a checked cell.
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ import platform
 import random
 import sys
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +32,35 @@ SIGNIFICANT_DIGITS = 4
 def fmt(value: float, digits: int = SIGNIFICANT_DIGITS) -> str:
     """A number with ``digits`` significant digits: the one way notebooks print measured values."""
     if value == 0 or not np.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}g}"
+        return str(abs(value) if value == 0 else value)  # never "-0.0"
+    text = f"{value:.{digits}g}"
+    return text.lstrip("-") if float(text) == 0 else text
+
+
+def percent(change: float, decimals: int = 1) -> str:
+    """A signed change in percent, ``+1.3 %``; a change that rounds to zero prints ``+0.0 %``, never ``-0.0 %``
+    (the sign of a rounded zero is the last bit of a sum, and differs between processors)."""
+    text = f"{change:+.{decimals}f}"
+    if float(text) == 0:
+        text = "+" + text[1:]
+    return f"{text} %"
+
+
+class ClaimFailed(AssertionError):
+    """A lesson's claim does not hold on the numbers this run measured."""
+
+
+def claim(statement: str, holds: Any) -> bool:
+    """Check a lesson's claim on the numbers just measured, and print it.
+
+    A checked notebook cell prints claims, not last digits: the statement is the same text on every machine,
+    and the cell fails (nbval reports it) when the claim stops holding, e.g. when a method no longer beats
+    another. Write the margin into the claim (``kl_awq < 0.9 * kl_rtn``, "a tenth lower"), so that the noise of
+    one processor's float sums cannot flip it."""
+    if not bool(holds):
+        raise ClaimFailed(f"the lesson claims: {statement!r}, and this run's numbers do not show it")
+    print(f"holds: {statement}")
+    return True
 
 
 def banner() -> str:

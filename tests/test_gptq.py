@@ -192,3 +192,30 @@ def test_bad_arguments_get_clear_errors():
         gptq.quantize(W, fmt, 24, calib=X)
     with pytest.raises(ValueError, match="scaled format"):
         gptq.quantize(W, fmt, None, calib=X)
+
+
+def test_calibration_of_the_wrong_width_is_an_error_naming_both_widths():
+    W, X = correlated_problem(rows=8, columns=64, tokens=256)
+    fmt = formats.get("int4")
+    for bad in (X[:, :32], np.concatenate([X, X], axis=1), X[:7, :50]):
+        with pytest.raises(ValueError, match=rf"width {bad.shape[1]} for a layer with 64 input features"):
+            gptq.quantize(W, fmt, 32, calib=bad)
+    from qtutor.methods import awq
+
+    with pytest.raises(ValueError, match=r"\(256, 32\) for a layer with 64 input features"):
+        awq.quantize(W, fmt, 32, calib=X[:, :32])
+
+
+def test_all_zero_calibration_warns_that_every_weight_is_set_to_zero():
+    W, X = correlated_problem(rows=8, columns=64, tokens=256)
+    with pytest.warns(UserWarning, match="every one of the 64 inputs is 0"):
+        q = gptq.quantize(W, formats.get("int4"), 32, calib=np.zeros_like(X))
+    assert not q.dequantize().any()
+
+
+def test_dead_inputs_are_counted_in_a_warning_and_only_their_weights_are_dropped():
+    W, X = correlated_problem(rows=8, columns=64, tokens=256)
+    X[:, [3, 17, 40]] = 0
+    with pytest.warns(UserWarning, match="3 of 64 inputs are 0 in all calibration tokens"):
+        W_hat = gptq.quantize(W, formats.get("int4"), 32, calib=X).dequantize()
+    assert not W_hat[:, [3, 17, 40]].any() and W_hat[:, [0, 1, 2]].any()

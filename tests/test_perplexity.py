@@ -65,3 +65,33 @@ def test_short_texts_and_long_windows_are_clear_errors():
         perplexity(model, tokenizer, ctx=1024, progress=False)
     with pytest.raises(ValueError, match="stride"):
         perplexity(model, tokenizer, ctx=256, stride=300, max_tokens=1000, progress=False)
+
+
+def test_a_score_keeps_every_token_and_its_standard_error_is_llama_cpps():
+    from qtutor.eval.perplexity import score
+
+    ids = np.random.default_rng(0).integers(0, 4096, 1000)
+    result = score(Uniform(), tokens=ids, ctx=256, stride=128, progress=False)
+    assert result.n_tokens == 999 and result.ppl == pytest.approx(4096, rel=1e-12)
+    assert result.ppl_stderr == pytest.approx(0, abs=1e-9)  # every token equally surprising
+    assert result.describe() == "999 tokens of the given text (ctx 256, stride 128)"
+
+
+def test_a_paired_comparison_is_far_tighter_than_either_perplexitys_own_error(tiny):
+    from qtutor.eval.perplexity import score
+
+    model, tokenizer = tiny
+    fp = score(model, tokenizer, max_tokens=2048, progress=False)
+    assert fp.describe() == "2047 tokens of the test split (ctx 256, stride 128)"
+    assert fp.ppl == pytest.approx(perplexity(model, tokenizer, max_tokens=2048, progress=False), rel=1e-12)
+    with qt.quantize_model(model, "rtn", "int2", 128, progress=False):
+        int2 = score(model, tokenizer, max_tokens=2048, progress=False)
+    with qt.quantize_model(model, "rtn", "int8", -1, progress=False):
+        int8 = score(model, tokenizer, max_tokens=2048, progress=False)
+    broken, fine, same = int2.compare(fp), int8.compare(fp), fp.compare(fp)
+    assert broken["significant"] and broken["delta_pct"] > 2  # INT2 hurts, far outside the noise
+    assert not fine["significant"] and abs(fine["delta_pct"]) < 0.5  # INT8 costs nothing measurable
+    assert same == {"delta_pct": 0.0, "delta_pct_stderr": 0.0, "significant": False}
+    assert broken["delta_pct_stderr"] < 0.25 * 100 * fp.ppl_stderr / fp.ppl  # paired beats unpaired
+    with pytest.raises(ValueError, match="same tokens"):
+        int2.compare(score(model, tokenizer, max_tokens=1024, progress=False))

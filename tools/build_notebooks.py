@@ -6,6 +6,9 @@ bottom on the CPU with fixed seeds, and saved with their outputs so that nbval c
 
     python tools/build_notebooks.py            # every notebook
     python tools/build_notebooks.py 02 04      # the ones whose names start with these prefixes
+    python tools/build_notebooks.py --verify 02 04   # build, then check them under other CPU configurations
+
+What a checked cell may print, and why (outputs must be the same on any x86-64 CPU): notebooks/AUTHORING.md.
 
 Source format (a subset of jupytext's py:percent):
 
@@ -82,20 +85,48 @@ def build(source: Path, execute: bool = True) -> Path:
     return target
 
 
-def main(prefixes: list[str]) -> None:
+# The suite runs each notebook kernel with one compute thread (conftest.py), and the thread count changes the
+# order of float additions in BLAS and with it, now and then, the last printed digit of a cell. So the kernels
+# that write the outputs run with one thread too.
+SINGLE_THREAD = ("QTUTOR_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+# The CPU configurations a built notebook's checked cells must also pass under (the build itself runs on the
+# machine's own vector kernels with one thread): torch's ATen kernels at AVX2 with MKL alike, no vectorization,
+# and two threads.
+VERIFY_CONFIGURATIONS = {
+    "ATen and MKL at AVX2, 1 thread": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "no vectorization (ATEN_CPU_CAPABILITY=default), 1 thread": {"ATEN_CPU_CAPABILITY": "default"},
+    "the machine's own kernels, 2 threads": {variable: "2" for variable in SINGLE_THREAD} | {"OMP_WAIT_POLICY": "PASSIVE"},
+}
+
+
+def verify(targets: list[Path]) -> bool:
+    """nbval on the built notebooks under every configuration of VERIFY_CONFIGURATIONS; True if all pass."""
+    import subprocess
+
+    passed = True
+    for label, overrides in VERIFY_CONFIGURATIONS.items():
+        environment = os.environ | {"QTUTOR_NOTEBOOK_CPU": "native"} | overrides
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(min(2, len(targets))),
+                   *map(str, targets)]
+        print(f"verify under {label}: {' '.join(command[3:])}", flush=True)
+        result = subprocess.run(command, cwd=ROOT, env=environment)
+        passed &= result.returncode == 0
+    return passed
+
+
+def main(arguments: list[str]) -> None:
+    check = "--verify" in arguments
+    prefixes = [a for a in arguments if a != "--verify"]
     sources = sorted(SOURCES.glob("*.py"))
     if prefixes:
         sources = [s for s in sources if any(s.stem.startswith(p) for p in prefixes)]
     if not sources:
         sys.exit(f"no notebook sources match {prefixes} in {SOURCES}")
-    for source in sources:
-        build(source)
+    targets = [build(source) for source in sources]
+    if check and not verify(targets):
+        sys.exit("a checked cell prints differently under another CPU configuration: see notebooks/AUTHORING.md")
 
-
-# The suite runs each notebook kernel with one compute thread (conftest.py), and the thread count changes the
-# order of float additions in BLAS and with it, now and then, the last printed digit of a cell. So the kernels
-# that write the outputs run with one thread too.
-SINGLE_THREAD = ("QTUTOR_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 if __name__ == "__main__":
     for variable in SINGLE_THREAD:

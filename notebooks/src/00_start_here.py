@@ -81,7 +81,15 @@ from qtutor.eval.sweep import evaluate
 before = evaluate(model, tokenizer, None, max_tokens=4096)
 after = evaluate(model, tokenizer, "rtn", "int4", 128, max_tokens=4096, baseline=before["ppl"])
 print(f"float32: perplexity {before['ppl']:.2f}, linear layers {before['bytes'] / 2**20:.1f} MiB")
-print(f"INT4   : perplexity {after['ppl']:.2f} ({after['delta_pct']:+.1f} %), linear layers {after['bytes'] / 2**20:.1f} MiB")
+print(f"INT4   : perplexity {after['ppl']:.2f} ({qt.notebook.percent(after['delta_pct'])}), "
+      f"linear layers {after['bytes'] / 2**20:.1f} MiB")
+
+# %% [markdown]
+# Where these perplexities come from: the first 4096 tokens of the test split, scored in windows of 256 tokens
+# that start every 128 (ctx 256, stride 128), the course's evaluation slice in every notebook. The model card
+# (`qtutor/zoo/MODEL_CARD.md`) reports 164.55 for the *whole* test split (about 48,000 tokens) with the same
+# windows, and `qtutor tour` scores the first 8192 tokens: other text, other perplexities. Compare figures only
+# within one slice.
 
 # %% [markdown]
 # Nearly eight times smaller, and the perplexity barely moves: with one scale per 128 weights, 4-bit rounding

@@ -20,7 +20,7 @@ from qtutor.viz import figures, widgets
 
 qt.setup_notebook(seed=0)
 model, tokenizer = qt.load_model("tiny")
-TOKENS = 4096  # the first 4096 test tokens: enough to rank variants, fast enough to build the slider's table
+TOKENS = 4096  # the first 4096 test tokens (ctx 256, stride 128): enough to rank variants, fast enough to build the slider's table
 
 # %% [markdown]
 # ## The model and its weights

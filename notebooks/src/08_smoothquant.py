@@ -35,7 +35,7 @@ qt.setup_notebook(seed=0)
 # per-channel peaks $\max_t |x_{t,j}|$ of its output, and the same ratio for the weight columns that read it
 # (1 means perfectly flat; outlier channels of large models give ratios in the tens to hundreds):
 
-# %% tags=["nbval-check-output"]
+# %%
 model, tokenizer = qt.load_model("tiny")
 calib = qt.data.calibration(n_samples=16, seq_len=256)
 with smoothquant.smooth_model(model, calib, alpha=0.5) as smoothed:
@@ -45,6 +45,13 @@ for norm, ratio in difficulty.items():
     before, after = ratio["before"], ratio["after"]
     print(f"{norm:40s} {before['activation']:11.2f} {before['weight']:8.2f}   "
           f"{after['activation']:6.2f} {after['weight']:8.2f}")
+
+# %% tags=["nbval-check-output"]
+claim = qt.notebook.claim
+claim("no norm output has an outlier channel: every largest channel peak is under twice the median",
+      all(ratio["before"]["activation"] < 2 for ratio in difficulty.values()))
+claim("after smoothing at alpha 0.5 both sides are equally hard (within 1 %)",
+      all(abs(ratio["after"]["activation"] / ratio["after"]["weight"] - 1) < 0.01 for ratio in difficulty.values()))
 
 # %% [markdown]
 # The tiny model's norm outputs have **no outlier channels**: their largest channel peak is less than 1.5 times
@@ -69,7 +76,7 @@ for norm, ratio in difficulty.items():
 # $X$ is the output of an RMSNorm, $\gamma \odot x / \mathrm{rms}(x)$, so dividing its weight $\gamma$ by $s$
 # does it once, offline. The floating-point model computes the same function — check it on the tiny model:
 
-# %% tags=["nbval-check-output"]
+# %%
 tokens = torch.as_tensor(calib[:2])
 with torch.no_grad():
     logits = model(tokens).logits
@@ -78,6 +85,11 @@ with torch.no_grad():
     logits_restored = model(tokens).logits
 print(f"largest |logit| {logits.abs().max().item():.1f}; after smoothing, max |difference| "
       f"{(logits_smoothed - logits).abs().max().item():.1e}; after restore {(logits_restored - logits).abs().max().item():.1e}")
+
+# %% tags=["nbval-check-output"]
+claim("smoothing moves no logit by more than 1e-4 (float32 rounding of the same product)",
+      (logits_smoothed - logits).abs().max().item() < 1e-4)
+claim("and leaving the with block gives the float model back bit for bit", torch.equal(logits_restored, logits))
 
 # %% [markdown]
 # The difference is float32 rounding, a few millionths on logits of order 10, and leaving the `with` block restores the
@@ -128,7 +140,7 @@ plt.show()
 #
 # Every linear except the output head with weights INT8 (or INT4) per output channel, and every linear's inputs
 # fake-quantized to INT8 (or INT4) per token, on the fly; smoothing, when used, folded in first. Two measures on
-# the first 4096 test tokens: perplexity, and the **KL divergence** from the float model's next-token
+# the first 4096 test tokens (ctx 256, stride 128): perplexity, and the **KL divergence** from the float model's next-token
 # distributions (notebook 07 explains why: it compares whole distributions and only grows with the error, where
 # perplexity can move either way by more than a small change is worth).
 #
@@ -137,7 +149,7 @@ plt.show()
 # average and the product $\mathrm{silu}(g) \odot u$ both pass a per-channel scale straight through, the same
 # trick AWQ uses (`qt.model.scaling`).
 
-# %% tags=["nbval-check-output"]
+# %%
 from qtutor.eval.divergence import kl_divergence, reference
 from qtutor.eval.sweep import evaluate
 
@@ -153,6 +165,7 @@ def smoothing(alpha, linear_sources):
 
 
 print(f"float32                               perplexity {fp:8.2f}")
+measured = {}
 for fmt, name in (("int8", "W8A8"), ("int4", "W4A4")):
     for alpha, linear_sources in ((None, False), (0.5, False), (0.85, False), (0.5, True), (0.85, True)):
         with smoothing(alpha, linear_sources), qt.quantize_model(model, "rtn", fmt, -1, True, progress=False), \
@@ -161,7 +174,20 @@ for fmt, name in (("int8", "W8A8"), ("int4", "W4A4")):
             kl = kl_divergence(model, float_reference)
         how = "no smoothing" if alpha is None else \
             f"{'norms + v, up' if linear_sources else 'norms'}, alpha {alpha:.2f}"
-        print(f"{name} {how:33s} perplexity {ppl:8.2f} ({100 * (ppl / fp - 1):+5.2f} %)   KL {kl:.5f}")
+        measured[name, how] = {"delta_pct": 100 * (ppl / fp - 1), "kl": kl}
+        print(f"{name} {how:33s} perplexity {ppl:8.2f} ({qt.notebook.percent(100 * (ppl / fp - 1), 2)})   "
+              f"KL {kl:.5f}")
+
+# %% tags=["nbval-check-output"]
+plain_w8, plain_w4 = measured["W8A8", "no smoothing"], measured["W4A4", "no smoothing"]
+claim("W8A8 stays within 0.1 % of float in perplexity, with or without smoothing",
+      all(abs(m["delta_pct"]) < 0.1 for (name, _), m in measured.items() if name == "W8A8"))
+claim("W4A4 costs more than 1 % with every setting",
+      all(m["delta_pct"] > 1 for (name, _), m in measured.items() if name == "W4A4"))
+claim("smoothing the norm outputs alone leaves W4A4's KL within 5 % of no smoothing",
+      abs(measured["W4A4", "norms, alpha 0.50"]["kl"] / plain_w4["kl"] - 1) < 0.05)
+claim("smoothing down_proj's inputs too (alpha 0.5) takes 5 % or more off the KL of W4A4",
+      measured["W4A4", "norms + v, up, alpha 0.50"]["kl"] < 0.95 * plain_w4["kl"])
 
 # %% [markdown]
 # Stated plainly: on the tiny model, W8A8 per channel / per token costs almost nothing with or without
@@ -200,11 +226,20 @@ print(f"synthetic layer: activations max/median channel peak {peaks.max() / np.m
 int4_rows = lambda rows: fake_quantize_activations(rows, "int4")  # noqa: E731
 for name, X_hat in (("plain", int4_rows(X_syn)), ("rotated", rotation.rotated_fake_quantize(X_syn, int4_rows))):
     print(f"INT4 per token, {name:8s} relative error {np.linalg.norm(X_hat - X_syn) / np.linalg.norm(X_syn):.3f}")
+
+# %%
+rotated = {}
 for fmt, name in (("int8", "W8A8"), ("int4", "W4A4")):
-    point = evaluate(model, tokenizer, "rotation", fmt, -1, True, max_tokens=TOKENS, baseline=fp,
-                     reference=float_reference)
-    print(f"{name} rotated{'':26s} perplexity {point['ppl']:8.2f} ({point['delta_pct']:+5.2f} %)   "
+    rotated[name] = point = evaluate(model, tokenizer, "rotation", fmt, -1, True, max_tokens=TOKENS, baseline=fp,
+                                     reference=float_reference)
+    print(f"{name} rotated{'':26s} perplexity {point['ppl']:8.2f} ({qt.notebook.percent(point['delta_pct'], 2)})   "
           f"KL {point['kl']:.5f}")
+
+# %% tags=["nbval-check-output"]
+claim("rotated W8A8 stays within 0.1 % of float in perplexity", abs(rotated["W8A8"]["delta_pct"]) < 0.1)
+claim("the rotation takes 40 % or more off W4A4's KL, more than any smoothing did",
+      rotated["W4A4"]["kl"] < 0.6 * plain_w4["kl"]
+      and rotated["W4A4"]["kl"] < min(m["kl"] for (name, _), m in measured.items() if name == "W4A4"))
 
 # %% [markdown]
 # The rotation more than halves W4A4's divergence from the float model, where the best smoothing took off about

@@ -108,7 +108,7 @@ print([name for name, t in types.items() if t == "Q6_K"])
 # ## Perplexity against size: the mixes next to RTN
 #
 # Each mix quantizes every tensor llama.cpp would (the tied embedding included), measured on the first 4096
-# test tokens; RTN points quantize the linear layers only, at one format each.
+# test tokens (ctx 256, stride 128); RTN points quantize the linear layers only, at one format each.
 
 # %%
 TOKENS = 4096

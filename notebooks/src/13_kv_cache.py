@@ -19,7 +19,7 @@ from qtutor.model.activations import quantized_kv_cache
 
 qt.setup_notebook(seed=0)
 model, tokenizer = qt.load_model("tiny")
-TOKENS = 4096  # test tokens per perplexity: a few seconds each
+TOKENS = 4096  # the first 4096 test tokens (ctx 256, stride 128) per perplexity: a few seconds each
 
 # %% [markdown]
 # ## Why the cache matters
@@ -120,11 +120,19 @@ for ax, kind, title in zip(axes, ("k", "v"), ("keys (k_proj)", "values (v_proj)"
 axes[0].set_ylabel("max |x| over 1024 tokens")
 plt.show()
 
-# %% tags=["nbval-check-output"]
+# %%
 print("block   keys: max/median channel peak   values: max/median channel peak")
+peak_ratios = []
 for block in range(n_blocks):
     ratios = [channel_peaks(kv[block, kind]).max() / np.median(channel_peaks(kv[block, kind])) for kind in "kv"]
+    peak_ratios.append(ratios)
     print(f"{block:5d} {ratios[0]:21.2f} {ratios[1]:33.2f}")
+
+# %% tags=["nbval-check-output"]
+claim = qt.notebook.claim
+claim("in every block the key channels are more uneven than the value channels",
+      all(keys > values for keys, values in peak_ratios))
+claim("but mildly: no key channel peaks above 5 times the median", all(keys < 5 for keys, _ in peak_ratios))
 
 # %% [markdown]
 # The tiny model shows KIVI's pattern, but mildly. Its key channels are uneven — the largest peaks at 2–3.5
@@ -136,16 +144,24 @@ for block in range(n_blocks):
 # point per token and head, or per channel over each 256-token sequence) and measure the relative error
 # $\|\hat X - X\|_F / \|X\|_F$, averaged over the 6 blocks.
 
-# %% tags=["nbval-check-output"]
+# %%
 def relative_error(x, fmt, axis):
     return float(np.linalg.norm(fake_quantize(x, fmt, axis=axis) - x) / np.linalg.norm(x))
 
 
 print("format   keys per token  keys per channel   values per token  values per channel")
+axis_errors = {}
 for fmt in ("int4", "int2"):
     errors = [np.mean([relative_error(kv[block, kind], fmt, axis) for block in range(n_blocks)])
               for kind in "kv" for axis in ("token", "channel")]
+    axis_errors[fmt] = dict(zip(("keys per token", "keys per channel", "values per token", "values per channel"),
+                                errors))
     print(f"{fmt:6s} {errors[0]:14.3f} {errors[1]:17.3f} {errors[2]:18.3f} {errors[3]:19.3f}")
+
+# %% tags=["nbval-check-output"]
+claim("KIVI's axes win at INT4 and INT2: keys per channel, values per token, each a twentieth lower or more",
+      all(e["keys per channel"] < 0.95 * e["keys per token"] and e["values per token"] < 0.95 * e["values per channel"]
+          for e in axis_errors.values()))
 
 # %% [markdown]
 # The table follows the channel peaks. Per-channel scales fit the keys better than per-token scales do (at
@@ -166,7 +182,7 @@ for fmt in ("int4", "int2"):
 #   quantizes keys per channel one chunk of tokens at a time. The last row below uses chunks of 32 tokens
 #   (`token_group=32`) to come closer to that.
 
-# %% tags=["nbval-check-output"]
+# %%
 fp_ppl = qt.perplexity(model, tokenizer, max_tokens=TOKENS, progress=False)
 settings = [("fp8_e4m3", "token", "token", None), ("int8", "token", "token", None), ("int8", "channel", "token", None),
             ("int4", "token", "token", None), ("int4", "channel", "token", None),
@@ -181,7 +197,16 @@ print(f"{'float32 cache':49s} perplexity {fp_ppl:7.2f}")
 for row in rows:
     chunks = f", key chunks of {row['token_group']}" if row["token_group"] else ""
     label = f"{row['format']} K per {row['keys']}, V per {row['values']}{chunks}"
-    print(f"{label:49s} perplexity {row['ppl']:7.2f}  ({row['delta_pct']:+5.1f} %)")
+    print(f"{label:49s} perplexity {row['ppl']:7.2f}  ({qt.notebook.percent(row['delta_pct'])})")
+
+# %% tags=["nbval-check-output"]
+change = {(r["format"], r["keys"], r["token_group"]): r["delta_pct"] for r in rows}
+claim("an 8- or 4-bit cache (INT or FP8) costs under 0.2 % of perplexity",
+      all(abs(delta) < 0.2 for (fmt, _, _), delta in change.items() if fmt != "int2"))
+claim("an INT2 cache costs 1 % or more, whichever axis the key scales run along",
+      all(delta > 1 for (fmt, _, _), delta in change.items() if fmt == "int2"))
+claim("key chunks of 32 tokens cost less than whole-window key channels at INT2",
+      change["int2", "channel", 32] < change["int2", "channel", None])
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)

@@ -23,7 +23,7 @@ calib = qt.data.calibration(n_samples=32, seq_len=256)  # 8192 wiki train tokens
 # ## The full table
 #
 # Every method of the course that quantizes weights, at the formats it is used with, on the first 4096 test
-# tokens. GPTQ and AWQ see 32 calibration windows of wiki *train* text; RTN and the GGUF mixes see nothing
+# tokens (ctx 256, stride 128). GPTQ and AWQ see 32 calibration windows of wiki *train* text; RTN and the GGUF mixes see nothing
 # but the weights. (The GGUF mixes also quantize the embedding, which the other rows leave in float32, so their
 # bits per weight count it too.)
 #

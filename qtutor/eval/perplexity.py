@@ -11,13 +11,68 @@ less context per token, higher perplexity; consecutive windows still share one t
 score its own first token. A smaller stride gives each token more context.
 
 The negative log-likelihoods are summed in float64; the result is deterministic for a given model and text.
+
+How sure is a perplexity? :func:`score` keeps every token's negative log-likelihood (NLL), and with it the
+standard error that llama.cpp's perplexity tool prints, ``ppl +/- ppl * sd(NLL) / sqrt(N)`` (the error of the
+mean NLL carried through exp; it treats tokens as independent, which neighbouring tokens are not quite, so read
+it as a lower bound). Two models scored on the same tokens are compared *paired*, token by token:
+
+    change = exp(mean(NLL_b - NLL_a)) - 1,     its standard error  (1 + change) * sd(NLL_b - NLL_a) / sqrt(N),
+
+far smaller than either perplexity's own error, because most of a token's difficulty is shared by both models.
+A change within about two standard errors of zero is noise (:meth:`Score.compare`).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+@dataclass
+class Score:
+    """The outcome of scoring a text: every token's NLL (nats, float64, in text order) and the slice it came
+    from. ``ppl`` is the perplexity, ``ppl_stderr`` its standard error."""
+
+    nll: np.ndarray
+    split: str | None
+    ctx: int
+    stride: int
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.nll.size)
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(float(self.nll.mean()))
+
+    @property
+    def ppl_stderr(self) -> float:
+        return self.ppl * _stderr(self.nll)
+
+    def describe(self) -> str:
+        """Which tokens were scored, e.g. ``4095 tokens of the test split (ctx 256, stride 128)``."""
+        where = f"the {self.split} split" if self.split else "the given text"
+        return f"{self.n_tokens} tokens of {where} (ctx {self.ctx}, stride {self.stride})"
+
+    def compare(self, baseline: "Score") -> dict:
+        """This score's perplexity against ``baseline``'s on the same tokens: the change in percent, its paired
+        standard error, and whether the change lies outside two standard errors (``significant``)."""
+        if baseline.nll.shape != self.nll.shape:
+            raise ValueError(f"scores of {self.n_tokens} and {baseline.n_tokens} tokens: compare scores of the same "
+                             "tokens (same text, max_tokens, ctx and stride)")
+        difference = self.nll - baseline.nll
+        ratio = math.exp(float(difference.mean()))
+        stderr = 100 * ratio * _stderr(difference)
+        change = 100 * (ratio - 1)
+        return {"delta_pct": change, "delta_pct_stderr": stderr, "significant": abs(change) > 2 * stderr}
+
+
+def _stderr(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
 
 
 def window_plan(n_tokens: int, ctx: int, stride: int) -> list[tuple[int, int, int]]:
@@ -40,6 +95,15 @@ def perplexity(model: Any, tokenizer: Any = None, split: str = "test", *, text: 
                tokens: Any = None, ctx: int = 256, stride: int = 128, max_tokens: int | None = None,
                batch_size: int = 16, progress: bool = True) -> float:
     """Sliding-window perplexity of ``model`` on a corpus split (default), a ``text`` or ``tokens`` (ids)."""
+    return score(model, tokenizer, split, text=text, tokens=tokens, ctx=ctx, stride=stride, max_tokens=max_tokens,
+                 batch_size=batch_size, progress=progress).ppl
+
+
+def score(model: Any, tokenizer: Any = None, split: str = "test", *, text: str | None = None,
+          tokens: Any = None, ctx: int = 256, stride: int = 128, max_tokens: int | None = None,
+          batch_size: int = 16, progress: bool = True) -> Score:
+    """Like :func:`perplexity`, but keep every token's NLL: a :class:`Score` with the perplexity, its standard
+    error and the slice it was measured on."""
     import torch
     from tqdm.auto import tqdm
 
@@ -54,7 +118,7 @@ def perplexity(model: Any, tokenizer: Any = None, split: str = "test", *, text: 
                          f"use a longer text or a smaller ctx")
     plan = window_plan(len(ids), ctx, stride)
     device = next(model.parameters()).device
-    total_nll, total_count = 0.0, 0
+    nll = []
     model.eval()
     with torch.no_grad():
         for first in tqdm(range(0, len(plan), batch_size), desc="perplexity", disable=not progress, leave=False):
@@ -69,9 +133,9 @@ def perplexity(model: Any, tokenizer: Any = None, split: str = "test", *, text: 
             token_log_probs = log_probs.gather(-1, targets[..., None])[..., 0]
             for row, (start, end, scored) in enumerate(batch):
                 # position p predicts token start + p + 1; score tokens scored .. end-1
-                total_nll -= float(token_log_probs[row, scored - start - 1:end - start - 1].sum())
-                total_count += end - scored
-    return math.exp(total_nll / total_count)
+                nll.append(-token_log_probs[row, scored - start - 1:end - start - 1].cpu().numpy())
+    source = split if text is None and tokens is None else None
+    return Score(np.concatenate(nll).astype(np.float64), source, ctx, stride)
 
 
 def _token_ids(tokenizer: Any, split: str, text: str | None, tokens: Any) -> np.ndarray:

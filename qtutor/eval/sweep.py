@@ -42,7 +42,7 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
              progress: bool = False, act_format: str | None = None, kv_format: str | None = None,
              kv_keys: str = "channel", kv_values: str = "token", kv_group_size: int | None = None,
              alpha: float = 0.5, smooth_linears: bool = False, threshold: float = 6.0, reference: Any = None,
-             **method_kw) -> dict:
+             keep_score: bool = False, **method_kw) -> dict:
     """Perplexity and size of ``model`` quantized with ``method``/``fmt`` (``method=None``: as it is).
 
     Weight methods: ``rtn``, ``gptq``, ``awq`` (any format), ``gguf`` (``fmt`` is a mix such as ``Q4_K_M``).
@@ -55,8 +55,13 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
     quantizes every linear's input per token, ``kv_format`` the KV cache (keys along ``kv_keys``, values along
     ``kv_values``; see :func:`qtutor.model.activations.quantized_kv_cache`). With a ``reference``
     (:func:`qtutor.eval.divergence.reference` of the float model) the point also has ``kl``, the mean KL
-    divergence from the float model's next-token distributions."""
-    from qtutor.eval.perplexity import perplexity
+    divergence from the float model's next-token distributions.
+
+    Every point carries ``ppl_stderr`` (llama.cpp's standard error of a perplexity) and ``tokens``, the number
+    of tokens scored. ``baseline``: the float model's perplexity, for ``delta_pct``; or its
+    :class:`~qtutor.eval.perplexity.Score` (``keep_score=True`` puts a point's score under ``"score"``), which
+    compares token by token and adds ``delta_pct_stderr`` and ``significant`` (outside two standard errors)."""
+    from qtutor.eval.perplexity import Score, score
     from qtutor.model import activations
     from qtutor.model.quantize import CALIBRATED, quantize_model
 
@@ -103,15 +108,20 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
             point.update(kv_format=kv_format, kv_keys=kv_keys, kv_values=kv_values)
         if method == "smoothquant":
             point.update(alpha=alpha, smooth_linears=smooth_linears)
-        point["ppl"] = perplexity(model, tokenizer, **ppl_kw)
+        measured = score(model, tokenizer, **ppl_kw)
+        point.update(ppl=measured.ppl, ppl_stderr=measured.ppl_stderr, tokens=measured.n_tokens)
         if reference is not None:
             from qtutor.eval.divergence import kl_divergence
 
             point["kl"] = kl_divergence(model, reference)
         if method == "llm_int8":
             point.update(threshold=threshold, outlier_fraction=stats.outlier_fraction())
-    if baseline is not None:
+    if isinstance(baseline, Score):
+        point.update(measured.compare(baseline))
+    elif baseline is not None:
         point["delta_pct"] = 100.0 * (point["ppl"] / baseline - 1.0)
+    if keep_score:
+        point["score"] = measured
     point["seconds"] = round(time.time() - started, 2)
     return point
 
@@ -124,9 +134,11 @@ def sweep(model: Any, tokenizer: Any, configs: Iterable[tuple], *, progress: boo
     configs = list(configs)
     rows, baseline = [], None
     for label, method, fmt, group_size, sym in tqdm(configs, desc="sweep", disable=not progress):
-        point = evaluate(model, tokenizer, method, fmt, group_size, sym, baseline=baseline, **kw)
-        if method is None and baseline is None:
-            baseline = point["ppl"]
-            point["delta_pct"] = 0.0
+        first_float = method is None and baseline is None
+        point = evaluate(model, tokenizer, method, fmt, group_size, sym, baseline=baseline, keep_score=first_float,
+                         **kw)
+        if first_float:
+            baseline = point.pop("score")
+            point.update(delta_pct=0.0, delta_pct_stderr=0.0, significant=False)
         rows.append({"label": label, **point})
     return rows

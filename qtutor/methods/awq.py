@@ -149,6 +149,10 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
     if group_size is None:
         raise ValueError("AWQ needs a scaled format: group_size N > 0, -1 or 0")
     W = np.asarray(W, dtype=np.float32)
+    calib = np.asarray(calib, dtype=np.float32)
+    if calib.ndim != 2 or calib.shape[1] != W.shape[1]:
+        raise ValueError(f"AWQ {name}: calibration inputs of shape {tuple(calib.shape)} for a layer with {W.shape[1]} "
+                         f"input features; pass the layer's own inputs, shaped (tokens, {W.shape[1]})")
     if prescaled:
         found = {"s": np.ones(W.shape[1], dtype=np.float32), "alpha": None, "losses": []}
     else:

@@ -74,7 +74,13 @@ class Hessian:
     def add(self, X: Any) -> "Hessian":
         """Add a batch of inputs ``X`` (tokens x in_features, or any (..., in_features))."""
         xp = array_namespace(X)
-        X = xp.asarray(X).reshape(-1, self.in_features).astype(np.float64)
+        X = xp.asarray(X)
+        if X.ndim == 0 or X.shape[-1] != self.in_features:
+            raise ValueError(
+                f"GPTQ {self.name}: calibration inputs of width {X.shape[-1] if X.ndim else 'scalar'} for a layer "
+                f"with {self.in_features} input features; pass the layer's own inputs, shaped (tokens, "
+                f"{self.in_features}) (qt.model.capture_inputs records them)")
+        X = X.reshape(-1, self.in_features).astype(np.float64)
         if not bool(xp.isfinite(X).all()):
             raise ValueError(
                 f"GPTQ: the calibration inputs of {self.name} contain NaN/Inf; the model produces non-finite "
@@ -136,6 +142,22 @@ def inverse_cholesky_upper(H: Any, percdamp: float = 0.01, n_tokens: int | None 
             continue
         return U, dead, damp
     raise np.linalg.LinAlgError(f"GPTQ {name}: H could not be factorized even with dampening {damp:.3g}")
+
+
+def _warn_about_dead_inputs(H: Any, name: str) -> None:
+    """Say so when calibration never exercised some inputs: GPTQ sets their weights to 0 (they carry no
+    information on this data), which is right for an input that is always 0 and wrong for calibration data that
+    missed it."""
+    xp = array_namespace(H)
+    dead = int((xp.diag(xp.asarray(H)) == 0).sum())
+    if dead == H.shape[0]:
+        warnings.warn(f"GPTQ {name}: every one of the {dead} inputs is 0 in all calibration tokens (all-zero "
+                      "calibration data?), so every weight is set to 0; calibrate on real text "
+                      "(qt.data.calibration) or use RTN", stacklevel=3)
+    elif dead:
+        warnings.warn(f"GPTQ {name}: {dead} of {H.shape[0]} inputs are 0 in all calibration tokens (dead "
+                      "columns); their weights are set to 0, as the reference does. If those inputs can be nonzero "
+                      "on other text, calibrate on more or other data", stacklevel=3)
 
 
 def _cholesky_inverse(L: Any) -> Any:
@@ -213,6 +235,7 @@ class GPTQ:
         self._W_original = W
         self._H = H
         self._n_tokens = n_tokens
+        _warn_about_dead_inputs(H, name)
         self.reset()
 
     # ---- set-up -------------------------------------------------------------------------------------------
