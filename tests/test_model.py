@@ -111,3 +111,14 @@ def test_pickle_only_and_corrupt_checkpoints_are_refused(tmp_path, saved_models)
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(qm.loading.ModelNotAvailableError, match="truncated or corrupt"):
         qt.load_model(str(corrupt))
+
+
+def test_the_default_group_size_is_the_formats_when_it_divides_the_rows_else_a_smaller_power_of_two():
+    from qtutor import formats
+    from qtutor.model.quantize import default_group_size
+
+    int4, nf4, mxfp4 = formats.get("int4"), formats.get("nf4"), formats.get("mxfp4")
+    assert default_group_size(int4, [256, 768]) == 128  # the tiny model
+    assert default_group_size(int4, [576, 1536]) == 64  # SmolLM2: 576 = 2^6 * 9
+    assert default_group_size(int4, [200]) == -1  # 200 = 2^3 * 25: groups of 8 would cost more than they give
+    assert default_group_size(nf4, [576]) == 64 and default_group_size(mxfp4, [576]) == 32

@@ -126,14 +126,14 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
     method = str(method).lower()
     quantizer = get_method(method)
     fmt_object = formats.get(fmt)
-    if group_size == "default":
-        group_size = fmt_object.weight_group_size
     if method in CALIBRATED and calib is None:
         raise ValueError(f"{method} needs calibration data: calib=qt.data.calibration(n_samples=32, seq_len=256)")
     targets = [layer for layer in linear_layers(model)
                if layer.role not in skip and (layers is None or layer.name in layers)]
     if not targets:
         raise ValueError("no linear layers to quantize (check `layers=` and `skip=`)")
+    if group_size == "default":
+        group_size = default_group_size(fmt_object, [layer.shape[1] for layer in targets])
     backup = WeightBackup(model, [layer.name for layer in targets])
     report = QuantizationReport(method, fmt_object.name, group_size, sym, backup=backup)
     started = time.time()
@@ -185,6 +185,21 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
         bar.close()
     report.seconds = time.time() - started
     return report
+
+
+def default_group_size(fmt: Any, row_lengths: list[int]) -> Any:
+    """The format's usual group size if it divides every row, else the largest power of two below it that does.
+
+    SmolLM2's rows are 576 = 2^6 * 9 and 1536 weights long: INT4's usual 128 divides neither 576, so its
+    default there is 64. Formats with a fixed block (MX: 32, NVFP4: 16) or none (per channel, a cast) keep theirs."""
+    usual = fmt.weight_group_size
+    fixed_block = fmt.family not in ("integer", "normalfloat")
+    if fixed_block or not isinstance(usual, int) or usual <= 0 or all(row % usual == 0 for row in row_lengths):
+        return usual
+    size = usual
+    while size > 1 and any(row % size for row in row_lengths):
+        size //= 2
+    return size if size >= 16 else -1  # tiny groups cost more in scales than they save: one scale per row
 
 
 def relative_output_error(W: Any, W_hat: Any, X: Any, max_tokens: int = 4096) -> float:
