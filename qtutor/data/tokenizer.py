@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,3 +47,26 @@ def load_tokenizer():
 def encode(text: str) -> np.ndarray:
     """Token ids of ``text`` (int64), with no special tokens added."""
     return np.asarray(load_tokenizer()(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """SHA-256 (hex) of what decides a tokenizer's ids, stable across processes: the key of its cached token ids.
+
+    A fast tokenizer (every ``PreTrainedTokenizerFast``) is its ``tokenizers`` JSON: vocabulary, merges,
+    normalizer, pre-tokenizer, added tokens. The padding and truncation settings are left out: transformers
+    sets them anew from the arguments of every call, and ``tokens()`` encodes with neither.
+    Any other tokenizer is keyed by its class, vocabulary, BPE merges (when it has them) and added tokens."""
+    import hashlib
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("padding", None)
+        state.pop("truncation", None)
+    else:
+        ranks = getattr(tokenizer, "bpe_ranks", None) or {}
+        state = {"class": type(tokenizer).__name__, "vocab": sorted(tokenizer.get_vocab().items()),
+                 "merges": [" ".join(pair) for pair, _ in sorted(ranks.items(), key=lambda item: item[1])],
+                 "added": sorted(str(token) for token in getattr(tokenizer, "all_special_tokens", []))}
+    return hashlib.sha256(json.dumps(state, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()

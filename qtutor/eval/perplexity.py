@@ -24,6 +24,7 @@ A change within about two standard errors of zero is noise (:meth:`Score.compare
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,10 @@ def _stderr(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
 
 
+LOGITS_BUDGET = 2**25  # numbers of log-probabilities per batch (256 MB in float64): SmolLM2's 49,152 words at
+# ctx 512 fit a batch of one window, the tiny model's 4096 at ctx 256 one of 32
+
+
 def window_plan(n_tokens: int, ctx: int, stride: int) -> list[tuple[int, int, int]]:
     """(start, end, first_scored) of every window: tokens start..end-1 are fed, first_scored..end-1 scored.
 
@@ -118,6 +123,10 @@ def score(model: Any, tokenizer: Any = None, split: str = "test", *, text: str |
                          f"use a longer text or a smaller ctx")
     plan = window_plan(len(ids), ctx, stride)
     device = next(model.parameters()).device
+    vocabulary = getattr(model.config, "vocab_size", None)
+    if vocabulary:  # a batch's log-probabilities in float64 stay within LOGITS_BUDGET numbers
+        batch_size = max(1, min(batch_size, LOGITS_BUDGET // (ctx * vocabulary)))
+    accepts = inspect.signature(model.forward).parameters
     nll = []
     model.eval()
     with torch.no_grad():
@@ -127,13 +136,20 @@ def score(model: Any, tokenizer: Any = None, split: str = "test", *, text: str |
             inputs = np.zeros((len(batch), length), dtype=np.int64)
             for row, (start, end, _) in enumerate(batch):
                 inputs[row, : end - start] = ids[start:end]
-            logits = model(input_ids=torch.from_numpy(inputs).to(device)).logits.double()
-            log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
-            targets = torch.from_numpy(inputs[:, 1:]).to(device)
+            # position p predicts token start + p + 1; only positions scored - start - 1 .. end - start - 2 count,
+            # so the output head runs on the last positions of the window only (the earlier ones are context)
+            first_needed = min(scored - start - 1 for start, _, scored in batch)
+            options = {"logits_to_keep": length - first_needed} if "logits_to_keep" in accepts else {}
+            if "use_cache" in accepts:
+                options["use_cache"] = False
+            logits = model(input_ids=torch.from_numpy(inputs).to(device), **options).logits
+            offset = length - logits.shape[1]  # the position of logits[:, 0]
+            log_probs = torch.log_softmax(logits[:, first_needed - offset:length - 1 - offset].double(), dim=-1)
+            targets = torch.from_numpy(inputs[:, first_needed + 1:]).to(device)
             token_log_probs = log_probs.gather(-1, targets[..., None])[..., 0]
             for row, (start, end, scored) in enumerate(batch):
-                # position p predicts token start + p + 1; score tokens scored .. end-1
-                nll.append(-token_log_probs[row, scored - start - 1:end - start - 1].cpu().numpy())
+                kept = slice(scored - start - 1 - first_needed, end - start - 1 - first_needed)
+                nll.append(-token_log_probs[row, kept].cpu().numpy())
     source = split if text is None and tokens is None else None
     return Score(np.concatenate(nll).astype(np.float64), source, ctx, stride)
 
@@ -147,6 +163,4 @@ def _token_ids(tokenizer: Any, split: str, text: str | None, tokens: Any) -> np.
         return np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
     from qtutor import data
 
-    if tokenizer is None or tokenizer is data.load_tokenizer():
-        return data.tokens(split)  # the embedded tokenizer: token ids are cached on disk
-    return np.asarray(tokenizer(data.text(split), add_special_tokens=False)["input_ids"], dtype=np.int64)
+    return data.tokens(split, tokenizer)  # cached on disk per tokenizer
