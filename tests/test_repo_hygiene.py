@@ -43,3 +43,10 @@ def test_every_source_is_built_and_the_map_of_notebook_00_links_exactly_the_buil
     start = (ROOT / "notebooks" / "src" / "00_start_here.py").read_text()
     linked = set(re.findall(r"\]\((\d\d_[a-z0-9_]+)\.ipynb\)", start))
     assert linked == sources - {"00_start_here"}
+
+
+def test_ci_runs_the_readmes_test_command_verbatim():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```bash\n(python -m pip install[^\n]*pytest[^\n]*)\n```", readme)
+    assert len(commands) == 1, "the README's second command: install the test extras and run the suite"
+    assert commands[0] in (ROOT / ".ci" / "run").read_text()

