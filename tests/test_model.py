@@ -122,3 +122,30 @@ def test_the_default_group_size_is_the_formats_when_it_divides_the_rows_else_a_s
     assert default_group_size(int4, [576, 1536]) == 64  # SmolLM2: 576 = 2^6 * 9
     assert default_group_size(int4, [200]) == -1  # 200 = 2^3 * 25: groups of 8 would cost more than they give
     assert default_group_size(nf4, [576]) == 64 and default_group_size(mxfp4, [576]) == 32
+
+
+def test_blockwise_inputs_equal_a_full_forward_and_follow_the_quantized_blocks_before(tiny):
+    """GPTQ's sequential mode: block i's inputs come from blocks < i as they are when block i's turn comes, and
+    carrying the hidden states block by block gives what a full forward pass of that model would capture."""
+    model, _ = tiny
+    calib = qt.data.calibration(n_samples=2, seq_len=64)
+    layers = [layer for layer in qm.linear_layers(model) if layer.role != "lm_head"]
+    plain = qm.capture_inputs(model, calib, [layer.name for layer in layers])
+    with qt.quantize_model(model, "rtn", "int2", 128, layers=[l.name for l in layers if ".layers.0." in l.name],
+                           progress=False):
+        after_int2_block0 = qm.capture_inputs(model, calib, [layer.name for layer in layers])
+    backup = qm.WeightBackup(model)
+    try:
+        seen = []
+        for block, inputs in qm.blockwise_inputs(model, calib, layers):
+            seen.append(block)
+            expected = plain if block == "model.layers.0" else after_int2_block0
+            for name, X in inputs.items():
+                np.testing.assert_allclose(X, expected[name], rtol=1e-5, atol=1e-5)
+            if block == "model.layers.0":  # quantize it before the next block is fed
+                for layer in layers[:7]:
+                    W = qm.get_weight(layer)
+                    qm.set_weight(layer, qt.quantize_tensor(W, "int2", group_size=128).dequantize())
+        assert seen == [f"model.layers.{i}" for i in range(6)]
+    finally:
+        backup.restore()

@@ -1,3 +1,4 @@
-"""Measuring quantization, one module each: ``perplexity`` (sliding window), ``divergence`` (KL from the float
-model), ``footprint`` (memory arithmetic), ``sweep`` (quantize, measure, restore). The functions most used are
-also ``qt.perplexity`` and ``qt.footprint``."""
+"""Measuring quantization, one module each: ``perplexity`` (sliding window, with its standard error),
+``divergence`` (KL and top-token agreement with the float model), ``footprint`` (memory arithmetic), ``sweep``
+(quantize, measure, restore), ``generation`` (greedy text side by side, to watch a model break). The functions
+most used are also ``qt.perplexity`` and ``qt.footprint``."""

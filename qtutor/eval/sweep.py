@@ -55,7 +55,8 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
     quantizes every linear's input per token, ``kv_format`` the KV cache (keys along ``kv_keys``, values along
     ``kv_values``; see :func:`qtutor.model.activations.quantized_kv_cache`). With a ``reference``
     (:func:`qtutor.eval.divergence.reference` of the float model) the point also has ``kl``, the mean KL
-    divergence from the float model's next-token distributions.
+    divergence from the float model's next-token distributions, and ``same_top_pct``, how often the most likely
+    next token is the float model's.
 
     Every point carries ``ppl_stderr`` (llama.cpp's standard error of a perplexity) and ``tokens``, the number
     of tokens scored. ``baseline``: the float model's perplexity, for ``delta_pct``; or its
@@ -111,9 +112,9 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
         measured = score(model, tokenizer, **ppl_kw)
         point.update(ppl=measured.ppl, ppl_stderr=measured.ppl_stderr, tokens=measured.n_tokens)
         if reference is not None:
-            from qtutor.eval.divergence import kl_divergence
+            from qtutor.eval.divergence import compare
 
-            point["kl"] = kl_divergence(model, reference)
+            point.update(compare(model, reference))
         if method == "llm_int8":
             point.update(threshold=threshold, outlier_fraction=stats.outlier_fraction())
     if isinstance(baseline, Score):

@@ -194,7 +194,7 @@ def scale_model(model: Any, calib: Any, fmt: Format, group_size: int, sym: bool 
     group's alpha and loss curve)."""
     from tqdm.auto import tqdm
 
-    from qtutor.model import call_again, capture_calls, find_layer, get_weight, role_of, swapped_weights
+    from qtutor.model import blockwise_calls, call_again, find_layer, get_weight, role_of, swapped_weights
     from qtutor.model.scaling import ScaledModel, scaling_groups
 
     if calib is None:
@@ -208,10 +208,13 @@ def scale_model(model: Any, calib: Any, fmt: Format, group_size: int, sym: bool 
         blocks.setdefault(group.block, []).append(group)
     named = dict(model.named_modules())
     scaled = ScaledModel(model)
+    inspected_modules = {block: sorted({group.inspect for group in members}) for block, members in blocks.items()}
+    bar = tqdm(total=len(blocks), desc="AWQ scale search", disable=not progress, leave=False)
     try:
-        for block, members in tqdm(blocks.items(), desc="AWQ scale search", disable=not progress, leave=False):
-            calls = capture_calls(model, calib, sorted({group.inspect for group in members}),
-                                  stop_after=block or None)
+        # each block's calls are recorded as the block runs on the outputs of the blocks before it (one forward
+        # pass in all); folding a block's scales leaves its float outputs as they were
+        for block, calls in blockwise_calls(model, calib, inspected_modules):
+            members = blocks[block]
             found = []
             for group in members:
                 if not calls[group.inspect]:
@@ -230,9 +233,12 @@ def scale_model(model: Any, calib: Any, fmt: Format, group_size: int, sym: bool 
             for group, result in found:
                 scaled.apply(group, result["s"])
                 scaled.searches[group.source] = result
+            bar.update(1)
     except BaseException:
         scaled.restore()
         raise
+    finally:
+        bar.close()
     return scaled
 
 

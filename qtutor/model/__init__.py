@@ -181,18 +181,13 @@ def capture_calls(model: Any, tokens: Any, modules: Iterable[str], batch_size: i
         raise KeyError(f"no module called {unknown[0]!r} in the model (see model.named_modules())")
     calls: dict[str, list] = {name: [] for name in modules}
 
-    def recorder(name: str):
-        def record(module, args, kwargs, output):
-            calls[name].append((args, dict(kwargs), output[0] if isinstance(output, tuple) else output))
-        return record
-
     def stop(module, args, output):
         raise _StopForward
 
     tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
     if tokens.ndim == 1:
         tokens = tokens[None, :]
-    handles = [named[name].register_forward_hook(recorder(name), with_kwargs=True) for name in modules]
+    handles = [named[name].register_forward_hook(_call_recorder(calls[name]), with_kwargs=True) for name in modules]
     if stop_after:
         handles.append(named[stop_after].register_forward_hook(stop))
     try:
@@ -222,5 +217,116 @@ def call_again(module: Any, calls: list[tuple[tuple, dict, Any]]) -> np.ndarray:
     return np.concatenate(outputs, axis=0)
 
 
-__all__ = ["LinearLayer", "WeightBackup", "call_again", "capture_calls", "capture_inputs", "find_layer", "get_weight",
-           "linear_layers", "load_model", "role_of", "set_weight", "swapped_weights"]
+_BLOCK_PREFIX = re.compile(r"^(.*?\.\d+)\.")  # "model.layers.3.mlp.up_proj" -> "model.layers.3"
+
+
+def block_name(layer_name: str) -> str | None:
+    """The decoder block a linear layer sits in (``model.layers.3.mlp.up_proj`` -> ``model.layers.3``)."""
+    match = _BLOCK_PREFIX.match(layer_name)
+    return match.group(1) if match else None
+
+
+def blockwise_calls(model: Any, tokens: Any, modules: dict[str, list[str]], batch_size: int = 8):
+    """Record calls of modules inside decoder blocks, block by block, each block fed the outputs of the blocks
+    before it *as they are now*.
+
+    ``modules`` maps a block (``"model.layers.3"``) to the modules inside it whose calls to record. Yields
+    ``(block, {module: [(args, kwargs, output), ...]})`` in the model's order (as :func:`capture_calls` records
+    them). When the caller asks for the next block, the current one is run once more on its recorded inputs,
+    with whatever weights it has then, and its outputs are the next block's inputs: a caller that quantizes (or
+    rescales) a block before moving on feeds the later blocks through the changed one, and the model runs once
+    in all instead of once per block. This is how the reference implementations of GPTQ and AWQ do it: record
+    the first block's inputs (hidden states, attention mask, positions) with one forward pass that stops there,
+    then carry the hidden states along by hand."""
+    import torch
+
+    named = dict(model.named_modules())
+    missing = [block for block in modules if block not in named]
+    if missing:
+        raise KeyError(f"no block called {missing[0]!r} in the model (see model.named_modules())")
+    remaining = {block: list(names) for block, names in modules.items() if names}
+    if not remaining:
+        return
+    first = _first_block(named, next(iter(remaining)))
+    calls = capture_calls(model, tokens, [first], batch_size=batch_size, stop_after=first)[first]
+    hidden = [args[0] if args else kwargs["hidden_states"] for args, kwargs, _ in calls]
+    for name in sorted((n for n in named if _same_stack(n, first)), key=lambda n: int(n.rsplit(".", 1)[1])):
+        block = named[name]
+        if name in remaining:
+            recorded: dict[str, list] = {module: [] for module in remaining[name]}
+            handles = [named[module].register_forward_hook(_call_recorder(recorded[module]), with_kwargs=True)
+                       for module in recorded]
+            try:
+                with torch.no_grad():
+                    for x, call in zip(hidden, calls):
+                        _call_with(block, call, x)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            yield name, recorded
+            del remaining[name]
+        if not remaining:
+            return
+        with torch.no_grad():  # the block as it is now (quantized, if the caller did) feeds the next one
+            hidden = [_first(_call_with(block, call, x)) for x, call in zip(hidden, calls)]
+
+
+def blockwise_inputs(model: Any, tokens: Any, layers: Iterable[LinearLayer], batch_size: int = 8):
+    """The inputs of ``layers`` (tokens x in_features) block by block, as :func:`blockwise_calls` feeds them:
+    yields ``(block, {layer name: inputs})``, the blocks before fed through as they are when the caller moves
+    on (GPTQ's sequential mode). Layers outside the blocks (an output head) come last, from a full forward."""
+    wanted: dict[str, list[str]] = {}
+    outside = []
+    for layer in layers:
+        block = block_name(layer.name)
+        if block is None:
+            outside.append(layer.name)
+        else:
+            wanted.setdefault(block, []).append(layer.name)
+    for block, recorded in blockwise_calls(model, tokens, wanted, batch_size):
+        yield block, {name: np.concatenate([_as_rows(args[0] if args else next(iter(kwargs.values())))
+                                            for args, kwargs, _ in calls], axis=0)
+                      for name, calls in recorded.items()}
+    if outside:
+        yield None, capture_inputs(model, tokens, outside, batch_size=batch_size)
+
+
+def _as_rows(x: Any) -> np.ndarray:
+    x = x.detach().float()
+    return x.reshape(-1, x.shape[-1]).cpu().numpy()
+
+
+def _first_block(named: dict, name: str) -> str:
+    """The first block of the stack that ``name`` belongs to (``model.layers.7`` -> ``model.layers.0``)."""
+    stack = name.rsplit(".", 1)[0]
+    return min((n for n in named if n.rsplit(".", 1)[0] == stack and n.rsplit(".", 1)[-1].isdigit()),
+               key=lambda n: int(n.rsplit(".", 1)[1]))
+
+
+def _same_stack(name: str, first: str) -> bool:
+    """Whether ``name`` is a block of the same stack as ``first`` (``model.layers.N``)."""
+    stack = first.rsplit(".", 1)[0]
+    return name.rsplit(".", 1)[0] == stack and name.rsplit(".", 1)[-1].isdigit()
+
+
+def _call_with(block: Any, call: tuple, hidden: Any) -> Any:
+    """Call a block as it was called in the recorded forward pass, with other hidden states."""
+    args, kwargs, _ = call
+    if args:
+        return block(hidden, *args[1:], **kwargs)
+    return block(**{**kwargs, "hidden_states": hidden})
+
+
+def _call_recorder(calls: list):
+    def record(module, args, kwargs, output):
+        calls.append((args, dict(kwargs), output[0] if isinstance(output, tuple) else output))
+    return record
+
+
+def _first(output: Any) -> Any:
+    return output[0] if isinstance(output, tuple) else output
+
+
+__all__ = ["LinearLayer", "WeightBackup", "block_name", "blockwise_calls", "blockwise_inputs", "call_again", "capture_calls",
+           "capture_inputs", "find_layer", "get_weight", "linear_layers", "load_model", "role_of", "set_weight",
+           "swapped_weights"]

@@ -15,7 +15,6 @@ quantized, so later layers learn to live with the earlier layers' errors.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,6 @@ from qtutor import formats
 from qtutor.methods import get as get_method
 
 CALIBRATED = {"gptq", "awq"}
-_BLOCK = re.compile(r"\.(\d+)\.")
 
 
 @dataclass
@@ -104,12 +102,6 @@ class Restorables:
             part.restore()
 
 
-def block_of(name: str) -> int | None:
-    """The decoder block a layer belongs to (``model.layers.3.mlp.up_proj`` -> 3), None outside the blocks."""
-    match = _BLOCK.search(name)
-    return int(match.group(1)) if match else None
-
-
 def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_size: Any = "default",
                    sym: bool | None = None, calib: Any = None, *, skip: tuple[str, ...] = ("lm_head",),
                    layers: list[str] | None = None, keep_tensors: bool = False, progress: bool = True,
@@ -121,7 +113,7 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
     """
     from tqdm.auto import tqdm
 
-    from qtutor.model import WeightBackup, capture_inputs, get_weight, linear_layers, set_weight
+    from qtutor.model import WeightBackup, blockwise_inputs, capture_inputs, get_weight, linear_layers, set_weight
 
     method = str(method).lower()
     quantizer = get_method(method)
@@ -152,15 +144,17 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
         prescaled = {reader for group in scaled.groups for reader in group.readers}
     # sequential (GPTQ): capture a block's inputs after the earlier blocks are quantized; otherwise capture once
     sequential = method == "gptq"
-    groups: dict[Any, list] = {}
-    for layer in targets:
-        groups.setdefault(block_of(layer.name) if sequential else 0, []).append(layer)
+    if calib is None:
+        batches = iter([(None, {})])
+    elif sequential:  # block by block, each block fed by the blocks before it, already quantized
+        batches = blockwise_inputs(model, calib, targets)
+    else:
+        batches = iter([(None, capture_inputs(model, calib, [layer.name for layer in targets]))])
+    by_name = {layer.name: layer for layer in targets}
     bar = tqdm(total=len(targets), desc=f"{method} {fmt_object.name}", disable=not progress, leave=False)
     try:
-        for _, group in groups.items():
-            inputs = {}
-            if calib is not None:
-                inputs = capture_inputs(model, calib, [layer.name for layer in group])
+        for _, inputs in batches:
+            group = [by_name[name] for name in inputs] if inputs else targets
             for layer in group:
                 W = get_weight(layer)
                 X = inputs.get(layer.name)

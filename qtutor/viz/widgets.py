@@ -559,3 +559,132 @@ class SmoothingSlider(App):
     def draw(self, state: dict):
         return figures.channel_peaks_pair(state["activation_peaks"], state["weight_peaks"], self.highlight,
                                           title=self.describe(state))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Watch it break: greedy generation at float and quantized, side by side
+# --------------------------------------------------------------------------------------------------------------
+# group size 64 divides the rows of the tiny model (256, 768) and of SmolLM2 (576, 1536)
+GENERATION_VARIANTS = [
+    {"label": "FP32", "method": None},
+    {"label": "INT8 per channel", "method": "rtn", "fmt": "int8", "group_size": -1},
+    {"label": "INT4 g64", "method": "rtn", "fmt": "int4", "group_size": 64},
+    {"label": "INT3 g64", "method": "rtn", "fmt": "int3", "group_size": 64},
+    {"label": "INT2 g64", "method": "rtn", "fmt": "int2", "group_size": 64},
+]
+
+
+def split_at_divergence(tokenizer: Any, row: dict) -> tuple[str, str]:
+    """A row's text cut where it leaves the float model's: (the shared part, the rest).
+
+    The cut is after the ``same_tokens_as_float`` shared tokens; if that prefix decodes to something that is not
+    a prefix of the text (a multi-byte character cut in two), the cut moves back to where they still agree."""
+    import os
+
+    text = row["text"]
+    shared = tokenizer.decode(row["tokens"][: row["same_tokens_as_float"]], skip_special_tokens=True)
+    cut = len(os.path.commonprefix([shared, text]))
+    return text[:cut], text[cut:]
+
+
+def generation_html(prompt: str, rows: list[dict], tokenizer: Any) -> str:
+    """The rows of ``qtutor.eval.generation.side_by_side`` as an HTML table: label, bits/weight, shared tokens,
+    and the text, its part after the first divergence from float in red."""
+    import html
+
+    cells = []
+    for row in rows:
+        same, rest = split_at_divergence(tokenizer, row)
+        diverged = (f"<span style='color:{figures.ERROR};background:#fde0dd'>{html.escape(rest)}</span>"
+                    if rest else "")
+        cells.append(f"<tr><td style='white-space:nowrap'><b>{html.escape(row['label'])}</b></td>"
+                     f"<td>{row['bits_per_weight']:.2f}</td><td>{row['same_tokens_as_float']}</td>"
+                     f"<td style='white-space:pre-wrap;text-align:left'>{html.escape(same)}{diverged}</td></tr>")
+    return (f"<div style='font-family:monospace'><p><b>prompt:</b> {html.escape(prompt)}</p>"
+            "<table><tr><th>variant</th><th>bits/weight</th><th>same tokens</th><th style='text-align:left'>"
+            "continuation (red: after the first token that differs from float)</th></tr>"
+            f"{''.join(cells)}</table></div>")
+
+
+class GenerationComparison:
+    """One prompt, greedy decoding, the float model and quantized variants side by side: watch it break.
+
+    Type a prompt, pick variants (``qtutor.eval.generation.side_by_side`` dicts; ``calib`` for GPTQ / AWQ) and
+    the number of new tokens, press Generate. Generating takes seconds, so nothing runs until the button is
+    pressed (or ``generate()`` called); each (prompt, variant, max_new_tokens) is generated once and cached.
+    """
+
+    title = "Watch it break: the same prompt, greedy, at float and quantized"
+
+    def __init__(self, model: Any, tokenizer: Any, prompt: str = "The capital of France is",
+                 variants: list[dict] | None = None, calib: Any = None, max_new_tokens: int = 30):
+        from qtutor.eval.generation import variant_label
+
+        widgets = _widgets()
+        self.model, self.tokenizer, self.calib = model, tokenizer, calib
+        variants = list(GENERATION_VARIANTS if variants is None else variants)
+        self.variants = {variant_label(variant): variant for variant in variants}
+        if len(self.variants) != len(variants):
+            raise ValueError(f"two variants share a label: {[variant_label(v) for v in variants]}; give each a "
+                             f"distinct 'label'")
+        labels = list(self.variants)
+        self.controls = {
+            "prompt": widgets.Textarea(value=prompt, description="prompt", continuous_update=False,
+                                       style={"description_width": "initial"}, layout={"width": "560px"}),
+            "variants": widgets.SelectMultiple(options=labels, value=tuple(labels), description="variants",
+                                               rows=min(len(labels), 8), style={"description_width": "initial"}),
+            "max_new_tokens": slider("new tokens", max_new_tokens, 1, 100),
+        }
+        self.button = widgets.Button(description="Generate", button_style="primary")
+        self.button.on_click(lambda _button: self.generate())
+        self.output = widgets.HTML("")
+        self.message = widgets.HTML("")
+        self.summary = widgets.Label("")
+        self.state: dict = {}
+        self._cache: dict = {}  # (prompt, label, max_new_tokens) -> row
+
+    def settings(self) -> dict:
+        return {"prompt": self.controls["prompt"].value, "variants": tuple(self.controls["variants"].value),
+                "max_new_tokens": int(self.controls["max_new_tokens"].value)}
+
+    def compute(self, prompt: str, variants: tuple, max_new_tokens: int) -> list[dict]:
+        """The rows of ``side_by_side`` for the variants labelled ``variants``, generating only those not cached."""
+        from qtutor.eval import generation
+
+        if not variants:
+            raise ValueError("no variant selected: pick at least one")
+        missing = [self.variants[label] for label in variants if (prompt, label, max_new_tokens) not in self._cache]
+        if missing:
+            for row in generation.side_by_side(self.model, self.tokenizer, prompt, missing, max_new_tokens,
+                                               progress=False, calib=self.calib):
+                self._cache[(prompt, row["label"], max_new_tokens)] = row
+        return [self._cache[(prompt, label, max_new_tokens)] for label in variants]
+
+    def describe(self, rows: list[dict]) -> str:
+        return "same tokens as float: " + ", ".join(f"{row['label']} {row['same_tokens_as_float']}" for row in rows)
+
+    def generate(self) -> None:
+        """What the Generate button does: compute for the current settings and show the table (or why not)."""
+        settings = self.settings()
+        try:
+            rows = self.compute(**settings)
+        except (ValueError, TypeError) as error:  # a prompt too long, none selected: say why, keep the last table
+            self.state = {"error": str(error), "settings": settings}
+            self.message.value = f"<span style='color:{figures.ERROR}'>{error}</span>"
+            return
+        self.state = {"rows": rows, "settings": settings}
+        self.message.value = ""
+        self.summary.value = self.describe(rows)
+        self.output.value = generation_html(settings["prompt"], rows, self.tokenizer)
+
+    @property
+    def widget(self):
+        widgets = _widgets()
+        return widgets.VBox([widgets.HTML(f"<b>{self.title}</b>"), self.controls["prompt"],
+                             widgets.HBox([self.controls["variants"], self.controls["max_new_tokens"], self.button]),
+                             self.summary, self.message, self.output])
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
