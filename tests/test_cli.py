@@ -44,6 +44,7 @@ def test_tour_prints_a_table_with_the_unquantized_baseline_first(capsys):
     assert code == 0
     lines = out.splitlines()
     assert "FP32" in lines[3] and any("NVFP4" in line for line in lines)
+    assert any(line.startswith("INT4 g128 asym") for line in lines)  # the group size the model's rows allow
     assert "perplexity on the first 512 tokens of the test split, ctx 256, stride 128" in lines[0]
 
 

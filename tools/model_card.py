@@ -21,7 +21,7 @@ from qtutor.eval.sweep import TOUR, evaluate
 from qtutor.zoo.train import CONFIG, MODEL_DIR
 
 VARIANTS = TOUR[1:]  # label, method, format, group size, sym: the rows of `qtutor tour` after FP32
-GPTQ = {"INT4 g128 asym", "INT4 per-channel", "INT3 g128", "INT2 g128"}
+GPTQ = {"INT4 g{g} asym", "INT4 per-channel", "INT3 g{g}", "INT2 g{g}"}
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
         if label in GPTQ:
             gptq = evaluate(model, tokenizer, "gptq", fmt, group, sym, calib=calib, baseline=fp32["test"])
             point["gptq_ppl"], point["gptq_delta_pct"], point["gptq_seconds"] = gptq["ppl"], gptq["delta_pct"], gptq["seconds"]
-        rows.append({"label": label, **point})
+        rows.append({"label": label.format(g=point["group_size"]), **point})
         print(json.dumps(rows[-1]), flush=True)
     outliers = outlier_table(model, qt.data.calibration(16, 256))
     write_card(log, sizes, fp32, ppl_seconds, rows, outliers)

@@ -14,17 +14,19 @@ import contextlib
 import time
 from typing import Any, Iterable
 
-# the formats of `qtutor tour`: (label, method, format, group size, symmetric)
+# the formats of `qtutor tour`: (label, method, format, group size, symmetric). "default" groups are the
+# format's usual size where it divides the model's rows (128 on the tiny model, 64 on SmolLM2's 576-wide rows),
+# and "{g}" in a label becomes the group size that was used
 TOUR = [
     ("FP32", None, "fp32", None, None),
     ("BF16", "rtn", "bf16", None, None),
     ("INT8 per-channel", "rtn", "int8", -1, True),
-    ("INT4 g128 sym", "rtn", "int4", 128, True),
-    ("INT4 g128 asym", "rtn", "int4", 128, False),
+    ("INT4 g{g} sym", "rtn", "int4", "default", True),
+    ("INT4 g{g} asym", "rtn", "int4", "default", False),
     ("INT4 per-channel", "rtn", "int4", -1, False),
     ("INT4 per-tensor", "rtn", "int4", 0, False),
-    ("INT3 g128", "rtn", "int3", 128, False),
-    ("INT2 g128", "rtn", "int2", 128, False),
+    ("INT3 g{g}", "rtn", "int3", "default", False),
+    ("INT2 g{g}", "rtn", "int2", "default", False),
     ("NF4 (64)", "rtn", "nf4", 64, None),
     ("FP4 E2M1 per-channel", "rtn", "fp4_e2m1", -1, None),
     ("MXFP4", "rtn", "mxfp4", 32, None),
@@ -141,5 +143,5 @@ def sweep(model: Any, tokenizer: Any, configs: Iterable[tuple], *, progress: boo
         if first_float:
             baseline = point.pop("score")
             point.update(delta_pct=0.0, delta_pct_stderr=0.0, significant=False)
-        rows.append({"label": label, **point})
+        rows.append({"label": label.format(g=point["group_size"]), **point})
     return rows
