@@ -105,8 +105,13 @@ def search_clip(W: Any, X: Any, fmt: Format, group_size: int, sym: bool | None =
     size = columns if group_size in (-1, 0) else group_size
     groups = columns // size
     Wg = W.reshape(rows, groups, size)
-    Xg = X.reshape(X.shape[0], groups, size)
-    exact = np.einsum("tgk,rgk->trg", Xg, Wg)
+    Xg = np.ascontiguousarray(X.reshape(X.shape[0], groups, size).transpose(1, 0, 2))  # (groups, tokens, size)
+
+    def partial_outputs(weights: np.ndarray) -> np.ndarray:
+        """sum_j x_j w_j over each group's columns: (groups, tokens, rows), one matrix product per group."""
+        return Xg @ weights.transpose(1, 2, 0)
+
+    exact = partial_outputs(Wg)
     original_max = np.abs(Wg).max(axis=2)
     best_error = np.full((rows, groups), np.inf)
     best_max = original_max.copy()
@@ -114,7 +119,7 @@ def search_clip(W: Any, X: Any, fmt: Format, group_size: int, sym: bool | None =
         max_val = original_max * np.float32(ratio)
         clipped = np.clip(Wg, -max_val[..., None], max_val[..., None]).reshape(rows, columns)
         quantized = fake_quantize(clipped, fmt, group_size, sym).reshape(rows, groups, size)
-        error = ((np.einsum("tgk,rgk->trg", Xg, quantized) - exact) ** 2).mean(axis=0)
+        error = ((partial_outputs(quantized) - exact) ** 2).mean(axis=1).T  # (rows, groups)
         better = error < best_error
         best_error[better] = error[better]
         best_max[better] = max_val[better]
