@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                             f"the first {KL_TOKENS} tokens at most)")
     export = add("export-gguf", "write the model as a quantized .gguf file")
     export.add_argument("--model", default="tiny")
-    export.add_argument("--type", default="Q4_K_M", help="a llama.cpp mix: Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K, Q8_0 ...")
+    export.add_argument("--type", default="Q4_K_M", help="a llama.cpp mix (Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K, Q8_0 ...) or a float file "
+                        "(F32, F16, BF16: the input llama.cpp's own quantizer takes)")
     export.add_argument("out", help="the .gguf file to write")
     lab = add("lab", "open JupyterLab at the course")
     lab.add_argument("--no-browser", action="store_true", help="start the server without opening a browser")

@@ -70,3 +70,31 @@ def test_cli_export_reports_sizes(tmp_path, capsys):
     assert cli.main(["export-gguf", "--type", "Q8_0", str(tmp_path / "t.gguf"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["counts"] == {"Q8_0": 43, "F32": 13} and 8.4 < summary["bits_per_weight"] < 8.6
+
+
+@pytest.mark.parametrize("file_type", ["F32", "F16", "BF16"])
+def test_float_files_hold_every_weight_cast_and_read_back_through_our_reader(tiny, tmp_path, file_type):
+    """The float files llama.cpp's own quantizer takes as input: every 2-D tensor cast, round to nearest even."""
+    import ml_dtypes
+
+    from qtutor.methods.gguf.reader import dequantize_tensor, read_gguf
+
+    model, tokenizer = tiny
+    path = tmp_path / f"tiny-{file_type}.gguf"
+    summary = export.export_gguf(model, tokenizer, path, mix=file_type, progress=False)
+    expected_counts = {"F32": 56} if file_type == "F32" else {file_type: 56 - 13, "F32": 13}  # norms stay F32
+    assert summary["counts"] == expected_counts
+    cast = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}[file_type]
+    ours = export.model_tensors(model)
+    read = read_gguf(path)
+    for name, tensor in read.tensors.items():
+        expected = ours[name] if ours[name].ndim == 1 else ours[name].astype(cast).astype(np.float32)
+        np.testing.assert_array_equal(dequantize_tensor(tensor).reshape(expected.shape), expected)
+    assert read.metadata["general.file_type"] == {"F32": 0, "F16": 1, "BF16": 32}[file_type]
+
+
+def test_the_pre_tokenizer_is_named_as_llama_cpp_names_it(tiny):
+    assert export.tokenizer_metadata(tiny[1])["pre"] == "default"  # the embedded tokenizer: GPT-2's rule alone
+    digits_apart = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
+                                                          {"type": "ByteLevel"}]}
+    assert export._pre_tokenizer_name(digits_apart) == "smollm"  # SmolLM2's: every digit cut apart first

@@ -60,9 +60,10 @@ def apply_mix(model: Any, mix: str = "Q4_K_M", progress: bool = False) -> MixRep
             for name, parameter in tqdm(parameters.items(), desc=f"gguf {mix}", disable=not progress, leave=False):
                 W = parameter.detach().float().cpu().numpy()
                 report.originals[parameter] = parameter.detach().clone()
-                if types[name] in ("F16", "F32"):
-                    W_hat = W.astype(np.float16 if types[name] == "F16" else np.float32).astype(np.float32)
-                    report.nbytes += W.size * (2 if types[name] == "F16" else 4)
+                if types[name] in mixes.FLOAT_TYPES:  # a cast: F32 as it is, F16 / BF16 rounded to nearest even
+                    cast = {"F32": "fp32", "F16": "fp16", "BF16": "bf16"}[types[name]]
+                    W_hat = W if cast == "fp32" else _cast(W, cast)
+                    report.nbytes += W.size * (4 if cast == "fp32" else 2)
                 else:
                     data = quantize(W, types[name])
                     W_hat = dequantize(data, types[name], W.shape)
@@ -73,3 +74,9 @@ def apply_mix(model: Any, mix: str = "Q4_K_M", progress: bool = False) -> MixRep
         report.restore()
         raise
     return report
+
+
+def _cast(W: np.ndarray, fmt: str) -> np.ndarray:
+    from qtutor import formats
+
+    return np.asarray(formats.get(fmt).encode(W).dequantize(), dtype=np.float32)

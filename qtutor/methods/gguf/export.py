@@ -81,7 +81,16 @@ def tokenizer_metadata(tokenizer: Any) -> dict:
     merges = [m if isinstance(m, str) else " ".join(m) for m in backend["model"]["merges"]]
     return {"tokens": tokens, "types": [3 if token in special else 1 for token in tokens], "merges": merges,
             "bos": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0,
-            "eos": tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0}
+            "eos": tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0,
+            "pre": _pre_tokenizer_name(backend.get("pre_tokenizer"))}
+
+
+def _pre_tokenizer_name(pre_tokenizer: dict | None) -> str:
+    """llama.cpp's name (tokenizer.ggml.pre) for how the tokenizer cuts text into words before BPE: "smollm" when
+    every digit is cut apart first (SmolLM2's), "default" for GPT-2's rule alone."""
+    parts = (pre_tokenizer or {}).get("pretokenizers", [pre_tokenizer or {}])
+    digits_apart = any(part.get("type") == "Digits" and part.get("individual_digits") for part in parts)
+    return "smollm" if digits_apart else "default"
 
 
 def export_gguf(model: Any, tokenizer: Any, path: str | Path, mix: str = "Q4_K_M", progress: bool = True) -> dict:
@@ -110,7 +119,7 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, mix: str = "Q4_K_M
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     vocabulary = tokenizer_metadata(tokenizer)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(vocabulary["pre"])
     writer.add_token_list(vocabulary["tokens"])
     writer.add_token_types(vocabulary["types"])
     writer.add_token_merges(vocabulary["merges"])
@@ -124,6 +133,12 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, mix: str = "Q4_K_M
             tensor_bytes += array.size * 4
         elif type_name == "F16":
             writer.add_tensor(name, array.astype(np.float16))
+            tensor_bytes += array.size * 2
+        elif type_name == "BF16":
+            from qtutor import formats
+
+            bits = formats.get("bf16").cast(array.astype(np.float32)).astype(np.uint16)  # round to nearest even
+            writer.add_tensor(name, bits, raw_shape=array.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
             tensor_bytes += array.size * 2
         else:
             data = quantize(array, type_name)

@@ -31,8 +31,16 @@ from qtutor.methods.gguf.layouts import BLOCK, WEIGHTS_PER_BLOCK, bits_per_weigh
 FTYPES = {"Q2_K": ("Q2_K", 10), "Q3_K_S": ("Q3_K", 11), "Q3_K_M": ("Q3_K", 12), "Q3_K_L": ("Q3_K", 13),
           "Q4_K_S": ("Q4_K", 14), "Q4_K_M": ("Q4_K", 15), "Q5_K_S": ("Q5_K", 16), "Q5_K_M": ("Q5_K", 17),
           "Q6_K": ("Q6_K", 18), "Q8_0": ("Q8_0", 7), "Q4_0": ("Q4_0", 2), "Q4_1": ("Q4_1", 3),
-          "Q5_0": ("Q5_0", 8), "Q5_1": ("Q5_1", 9)}
+          "Q5_0": ("Q5_0", 8), "Q5_1": ("Q5_1", 9),
+          # the float files llama.cpp's own quantizer takes as input: every 2-D tensor in that type
+          "F32": ("F32", 0), "F16": ("F16", 1), "BF16": ("BF16", 32)}
+FLOAT_TYPES = ("F32", "F16", "BF16")
 
+# a K-type tensor whose rows are not a multiple of 256 (all of SmolLM2's but ffn_down: its rows are 576 long)
+# gets a 32-block type instead (llama_tensor_get_type, "convert_incompatible_tensor"), and F16 if even that does
+# not divide. Today's llama.cpp sends Q2_K and Q3_K to IQ4_NL, an i-quant qtutor does not have yet (the i-quants
+# issue); Q4_0, what earlier llama.cpp versions used, stands in until then, so a Q2_K/Q3_K mix of such a model is
+# not yet byte for byte the file llama.cpp writes.
 FALLBACK = {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 # llama.cpp's published bits per weight of the mixes (examples/quantize/README.md, 2024), Llama 2 7B / 13B / 70B.
@@ -62,6 +70,8 @@ def layer_type(mix: str, kind: str, i: int, n: int) -> str:
     """Block type of tensor ``kind`` (attn_q, attn_v, ffn_down, output, ...) of layer ``i`` of ``n``."""
     mix = check_mix(mix)
     base = FTYPES[mix][0]
+    if base in FLOAT_TYPES:
+        return base
     if kind == "output":
         return "Q8_0" if base == "Q8_0" else "Q6_K"  # every mix but Q8_0, the legacy ones included
     rules = {
@@ -96,6 +106,9 @@ def assign_types(mix: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]
         kind, i = tensor_kind(name)
         if len(shape) < 2:
             types[name] = "F32"
+            continue
+        if FTYPES[mix][0] in FLOAT_TYPES:
+            types[name] = FTYPES[mix][0]
             continue
         if kind == "output" or (tied and kind == "token_embd"):
             chosen = layer_type(mix, "output", i, n_layers)
