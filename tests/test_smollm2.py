@@ -294,3 +294,30 @@ def test_load_model_reads_smollm2_and_any_llama_gguf(tmp_path, tiny):
     export_gguf(tiny[0], tiny[1], path, mix="Q8_0", progress=False)
     model, _ = qt.load_model(str(path))
     assert model.config.hidden_size == tiny[0].config.hidden_size
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_smollm2_exported_as_q4_k_m_loads_back_as_the_model_our_mix_makes(smollm2, tmp_path):
+    """llama.cpp is not installable here, so the exported file is read back by our own reader: its tokenizer
+    cuts text as SmolLM2's does (pre-tokenizer "smollm"), and its weights are the ones qtutor's Q4_K_M gives,
+    the fallbacks of 576-wide rows included."""
+    import torch
+
+    from qtutor.methods.gguf.apply import apply_mix
+    from qtutor.methods.gguf.export import export_gguf
+    from qtutor.model.gguf_model import load_gguf_model
+
+    model, tokenizer = smollm2
+    path = tmp_path / "smollm2-Q4_K_M.gguf"
+    summary = export_gguf(model, tokenizer, path, mix="Q4_K_M", progress=False)
+    counts = summary["counts"]  # only ffn_down's rows (1536) take K-quants; the 576-wide ones fall back
+    assert counts["Q4_K"] + counts["Q6_K"] == 30 and counts["Q5_0"] == 30 * 5 + 16 and counts["Q8_0"] == 15
+    reloaded, reloaded_tokenizer = load_gguf_model(path)
+    text = "In 1984, 3 of the 12 delegates voted; the rest (about 75%) did not."
+    assert reloaded_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    with torch.no_grad(), apply_mix(model, "Q4_K_M"):
+        expected = model(ids).logits
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, expected, atol=1e-4)
