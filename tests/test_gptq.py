@@ -83,14 +83,6 @@ def test_gptq_is_no_worse_than_rtn_on_a_problem_small_enough_to_brute_force(seed
     assert optimum - 1e-9 <= loss_gptq <= loss_rtn
 
 
-def test_dead_inputs_get_zero_weights():
-    W, X = correlated_problem(columns=64)
-    X[:, [5, 40]] = 0.0
-    q = gptq.quantize(W, formats.get("int4"), 32, calib=X)
-    assert np.all(q.dequantize()[:, [5, 40]] == 0.0)
-    assert np.all(np.isfinite(q.dequantize()))
-
-
 def test_act_order_permutes_back_and_changes_the_result():
     W, X = correlated_problem(seed=5)
     fmt = formats.get("int3")
@@ -218,4 +210,4 @@ def test_dead_inputs_are_counted_in_a_warning_and_only_their_weights_are_dropped
     X[:, [3, 17, 40]] = 0
     with pytest.warns(UserWarning, match="3 of 64 inputs are 0 in all calibration tokens"):
         W_hat = gptq.quantize(W, formats.get("int4"), 32, calib=X).dequantize()
-    assert not W_hat[:, [3, 17, 40]].any() and W_hat[:, [0, 1, 2]].any()
+    assert not W_hat[:, [3, 17, 40]].any() and W_hat[:, [0, 1, 2]].any() and np.isfinite(W_hat).all()
