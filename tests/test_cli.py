@@ -235,3 +235,12 @@ def _accepts_files(folder) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_sweep_with_runtime_quantization_keeps_the_float_model_as_its_baseline(capsys):
+    code, result = run(capsys, "sweep", "--methods", "rtn", "--formats", "int8", "--group-sizes", "-1",
+                       "--kv-format", "int2", "--max-tokens", "512", "--json")
+    fp, int8 = result["rows"]
+    assert code == 0 and "kv_format" not in fp and int8["kv_format"] == "int2"
+    code, plain = run(capsys, "ppl", "--method", "none", "--max-tokens", "512", "--json")
+    assert fp["ppl"] == plain["ppl"] and int8["ppl"] > fp["ppl"]  # a 2-bit cache costs something

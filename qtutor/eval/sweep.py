@@ -131,15 +131,17 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
 
 def sweep(model: Any, tokenizer: Any, configs: Iterable[tuple], *, progress: bool = True, **kw) -> list[dict]:
     """``evaluate`` every (label, method, format, group size, sym) in ``configs``; the first one is the baseline
-    for ``delta_pct`` when it is unquantized (method ``None``)."""
+    for ``delta_pct`` when it is unquantized (method ``None``). The baseline is the float model itself: run-time
+    quantization (``act_format``, ``kv_format``) applies to the other rows only."""
     from tqdm.auto import tqdm
 
     configs = list(configs)
     rows, baseline = [], None
     for label, method, fmt, group_size, sym in tqdm(configs, desc="sweep", disable=not progress):
         first_float = method is None and baseline is None
+        options = {**kw, "act_format": None, "kv_format": None} if first_float else kw
         point = evaluate(model, tokenizer, method, fmt, group_size, sym, baseline=baseline, keep_score=first_float,
-                         **kw)
+                         **options)
         if first_float:
             baseline = point.pop("score")
             point.update(delta_pct=0.0, delta_pct_stderr=0.0, significant=False)
