@@ -197,9 +197,9 @@ def _evaluation_slice(args: argparse.Namespace, tokenizer: Any) -> tuple[dict, s
 
     Perplexities are only comparable on the same tokens: the embedded model scores ~185 on the first 8192
     test tokens and ~165 on the whole test split, so every command says which it measured."""
-    from qtutor.eval.perplexity import _token_ids
+    from qtutor import data
 
-    available = len(_token_ids(tokenizer, args.split, None, None))
+    available = len(data.tokens(args.split, tokenizer))
     tokens = available if args.max_tokens is None else min(args.max_tokens, available)
     whole = " (the whole split)" if tokens == available else ""
     sentence = f"perplexity on the first {tokens} tokens of the {args.split} split{whole}, ctx {CTX}, stride {STRIDE}"

@@ -146,8 +146,7 @@ def capture_inputs(model: Any, tokens: Any, layers: Iterable[str] | None = None,
 
     def recorder(name: str):
         def record(module, args):
-            x = args[0].detach().float()
-            captured[name].append(x.reshape(-1, x.shape[-1]).cpu().numpy())
+            captured[name].append(_as_rows(args[0]))
         return record
 
     handles = [layer.module.register_forward_pre_hook(recorder(layer.name)) for layer in chosen]
