@@ -206,13 +206,14 @@ def _evaluation_slice(args: argparse.Namespace, tokenizer: Any) -> tuple[dict, s
     return {"split": args.split, "tokens": tokens, "ctx": CTX, "stride": STRIDE}, sentence
 
 
-def _calibration(args: argparse.Namespace, method: str):
+def _calibration(args: argparse.Namespace, method: str, tokenizer):
+    """Calibration windows in the model's own tokenizer (SmolLM2's ids are not the tiny model's)."""
     from qtutor import data
     from qtutor.eval.sweep import NEEDS_CALIBRATION
 
     if method not in NEEDS_CALIBRATION:
         return None
-    return data.calibration(n_samples=args.calib_samples, seq_len=256, source=args.calib_source)
+    return data.calibration(n_samples=args.calib_samples, seq_len=256, source=args.calib_source, tokenizer=tokenizer)
 
 
 def _runtime(args: argparse.Namespace) -> dict:
@@ -275,7 +276,7 @@ def ppl_command(args: argparse.Namespace) -> dict:
     # error), not remembered from another slice
     baseline = None if is_float else score(model, tokenizer, progress=not args.json, **window)
     point = evaluate(model, tokenizer, method, fmt, group_size, _sym(args.sym), **window, baseline=baseline,
-                     calib=_calibration(args, args.method), progress=not args.json,
+                     calib=_calibration(args, args.method, tokenizer), progress=not args.json,
                      reference=_reference(args, model), **_runtime(args))
     if is_float:  # the variant is the float model: it is its own baseline
         point.update(delta_pct=0.0, delta_pct_stderr=0.0, significant=False)
@@ -308,7 +309,7 @@ def sweep_command(args: argparse.Namespace) -> dict:
     configs += [(f"gguf {mix}", "gguf", mix, None, None) for mix in mixes]
     model, tokenizer = _load(args)
     slice_, sentence = _evaluation_slice(args, tokenizer)
-    calib = _calibration(args, next((m for m in methods if m in NEEDS_CALIBRATION), "rtn"))
+    calib = _calibration(args, next((m for m in methods if m in NEEDS_CALIBRATION), "rtn"), tokenizer)
     rows = sweep(model, tokenizer, configs, split=args.split, ctx=CTX, stride=STRIDE, max_tokens=args.max_tokens,
                  calib=calib, progress=not args.json, reference=_reference(args, model), **_runtime(args))
     if not args.json:

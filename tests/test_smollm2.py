@@ -282,6 +282,19 @@ def test_calibration_windows_come_from_the_tokenizers_own_ids(private_cache, smo
     assert not np.array_equal(windows, data.calibration(4, 64, source="news", seed=0))
 
 
+@needs_smollm2
+def test_the_cli_calibrates_in_the_models_own_tokenizer(smollm2_tokenizer):
+    """`qtutor ppl --model smollm2 --method gptq` once calibrated SmolLM2 on the tiny model's token ids."""
+    import argparse
+
+    from qtutor import cli
+
+    args = argparse.Namespace(calib_samples=4, calib_source="wiki")
+    windows = cli._calibration(args, "gptq", smollm2_tokenizer)
+    assert np.array_equal(windows, data.calibration(4, 256, source="wiki", tokenizer=smollm2_tokenizer))
+    assert cli._calibration(args, "rtn", smollm2_tokenizer) is None
+
+
 @pytest.mark.slow
 def test_load_model_reads_smollm2_and_any_llama_gguf(tmp_path, tiny):
     import qtutor as qt

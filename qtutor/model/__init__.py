@@ -58,26 +58,33 @@ def role_of(name: str) -> str:
     return "other"
 
 
-def linear_layers(model: Any) -> list[LinearLayer]:
-    """Every linear layer in module order (``nn.Linear`` and GPT-2's ``Conv1D``), with its role."""
+def _as_linear(name: str, module: Any) -> LinearLayer | None:
+    """The module as a LinearLayer (``nn.Linear`` or GPT-2's ``Conv1D``), or None if it is neither."""
     import torch
 
-    layers = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            layers.append(LinearLayer(name, module, role_of(name), module.in_features, module.out_features, False))
-        elif type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-            rows, columns = module.weight.shape  # (in, out)
-            layers.append(LinearLayer(name, module, role_of(name), rows, columns, True))
-    return layers
+    if isinstance(module, torch.nn.Linear):
+        return LinearLayer(name, module, role_of(name), module.in_features, module.out_features, False)
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        rows, columns = module.weight.shape  # (in, out)
+        return LinearLayer(name, module, role_of(name), rows, columns, True)
+    return None
+
+
+def linear_layers(model: Any) -> list[LinearLayer]:
+    """Every linear layer in module order (``nn.Linear`` and GPT-2's ``Conv1D``), with its role."""
+    layers = (_as_linear(name, module) for name, module in model.named_modules())
+    return [layer for layer in layers if layer is not None]
 
 
 def find_layer(model: Any, name: str) -> LinearLayer:
-    for layer in linear_layers(model):
-        if layer.name == name:
-            return layer
-    names = [layer.name for layer in linear_layers(model)]
-    raise KeyError(f"no linear layer called {name!r}; e.g. {', '.join(names[:4])} ... ({len(names)} in all)")
+    try:
+        layer = _as_linear(name, model.get_submodule(name))
+    except AttributeError:
+        layer = None
+    if layer is None:
+        names = [layer.name for layer in linear_layers(model)]
+        raise KeyError(f"no linear layer called {name!r}; e.g. {', '.join(names[:4])} ... ({len(names)} in all)")
+    return layer
 
 
 def get_weight(layer: LinearLayer) -> np.ndarray:
@@ -103,10 +110,8 @@ class WeightBackup:
     """A copy of some layers' weights, to put back with :meth:`restore` (bit-exact)."""
 
     def __init__(self, model: Any, names: Iterable[str] | None = None):
-        layers = linear_layers(model)
-        wanted = None if names is None else set(names)
-        self.saved = {layer.name: (layer, layer.module.weight.detach().clone())
-                      for layer in layers if wanted is None or layer.name in wanted}
+        layers = linear_layers(model) if names is None else [find_layer(model, name) for name in dict.fromkeys(names)]
+        self.saved = {layer.name: (layer, layer.module.weight.detach().clone()) for layer in layers}
 
     def restore(self) -> None:
         import torch
