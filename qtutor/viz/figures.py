@@ -305,3 +305,94 @@ def channel_peaks_pair(activation_peaks: np.ndarray, weight_peaks: np.ndarray, h
         ax.set_title(f"{name}: max/median {peaks.max() / np.median(peaks):.1f}", fontsize=10)
     fig.suptitle(title)
     return fig
+
+
+# ---- activation outliers -------------------------------------------------------------------------------------
+def peak_ratio_by_block(ratios: dict, ax=None, title: str = "", reference: float | None = None,
+                        reference_label: str = ""):
+    """Per transformer block (x = 0, 1, ...), the max/median channel-peak ratio of each kind of linear input:
+    one marked line per entry of ``ratios`` (label -> one ratio per block), on a log axis. ``reference``: a dashed
+    horizontal line (e.g. another model's worst ratio)."""
+    fig, ax = new_axes(ax, figsize=(9, 4.2))
+    markers = "osD^vP*X"
+    for i, (label, values) in enumerate(ratios.items()):
+        values = np.asarray(values, dtype=np.float64)
+        ax.plot(np.arange(values.size), values, marker=markers[i % len(markers)], markersize=5, linewidth=1.4,
+                label=label)
+    if reference is not None:
+        ax.axhline(reference, color=GRID, linestyle="--", linewidth=1, label=reference_label or None)
+    ax.set_yscale("log")
+    ax.set_xlabel("block")
+    ax.set_ylabel("max / median channel peak")
+    blocks = max(len(values) for values in ratios.values())
+    ax.set_xticks(range(0, blocks, 2 if blocks > 16 else 1))
+    ax.grid(True, which="major", axis="y", color=GRID, alpha=0.3)
+    ax.legend(fontsize=9, frameon=False)
+    ax.set_title(title)
+    return fig
+
+
+def channel_peak_profile(peaks: np.ndarray, ax=None, title: str = "", threshold: float | None = None,
+                         top: int = 2):
+    """max_t |x_tj| of every input channel j of one layer, by channel index, on a log axis: the median channel
+    as a dashed line, an absolute ``threshold`` (LLM.int8()'s) as an orange line, and the ``top`` highest channels
+    in red, labelled with their index."""
+    peaks = np.asarray(peaks, dtype=np.float64)
+    fig, ax = new_axes(ax, figsize=(9, 3.6))
+    ax.scatter(np.arange(peaks.size), peaks, s=4, color=ORIGINAL, label="channel peak")
+    highest = np.argsort(peaks)[::-1][:top]
+    ax.scatter(highest, peaks[highest], s=30, color=ERROR, zorder=3, label=f"the {top} highest")
+    for j in highest:
+        right_half = j > peaks.size / 2  # label towards the middle, so that it stays inside the axes
+        ax.annotate(f"channel {j}: {peaks[j]:.4g}", (j, peaks[j]), fontsize=8, xytext=(-6 if right_half else 6, -3),
+                    textcoords="offset points", ha="right" if right_half else "left", va="top")
+    ax.axhline(float(np.median(peaks)), color=GRID, linestyle="--", linewidth=1,
+               label=f"median channel: {np.median(peaks):.2g}")
+    if threshold is not None:
+        ax.axhline(threshold, color=QUANTIZED, linewidth=1.2, label=f"threshold {threshold:g}")
+    ax.set_yscale("log")
+    ax.set_ylim(top=peaks.max() * 4)
+    ax.set_xlabel("input channel j")
+    ax.set_ylabel("max over tokens |x_j|")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", ncol=2)
+    ax.set_title(title)
+    return fig
+
+
+# ---- perplexity with its noise -------------------------------------------------------------------------------
+def perplexity_points(points: Sequence[dict], reference: float, reference_stderr: float = 0.0, chosen: dict | None = None,
+                      ax=None, title: str = "", ceiling: float = 10.0):
+    """Perplexity against bits per weight, one marker per method, each point with its ± one standard error as
+    an error bar; the float model as a dashed line in a grey band of ± its standard error; ``chosen`` circled.
+    A broken model (perplexity above ``ceiling`` times float's) is drawn as a triangle on the top edge, labelled
+    with its value, so that it does not squash the others into a line.
+
+    ``points`` are ``qtutor.eval.sweep.evaluate`` points ("method", "bits_per_weight", "ppl", "ppl_stderr")."""
+    fig, ax = new_axes(ax, figsize=(8, 4.2))
+    top = reference * ceiling
+    methods = list(dict.fromkeys(str(p["method"]) for p in points))
+    markers = "osD^vP*X"
+    for i, method in enumerate(methods):
+        mine = sorted((p for p in points if str(p["method"]) == method), key=lambda p: p["bits_per_weight"])
+        shown = [p for p in mine if p["ppl"] <= top]
+        errorbar = ax.errorbar([p["bits_per_weight"] for p in shown], [p["ppl"] for p in shown],
+                               yerr=[p.get("ppl_stderr", 0.0) for p in shown], fmt=markers[i % len(markers)],
+                               markersize=6, capsize=3, linestyle="none", label=method.upper(), zorder=3)
+        for p in mine:
+            if p["ppl"] > top:
+                ax.scatter([p["bits_per_weight"]], [top], marker="^", s=60, color=errorbar[0].get_color(), zorder=3)
+                ax.annotate(f"{p['ppl']:.3g}", (p["bits_per_weight"], top), fontsize=8, xytext=(6, -4),
+                            textcoords="offset points", va="top")
+    ax.axhspan(reference - reference_stderr, reference + reference_stderr, color=GRID, alpha=0.15, linewidth=0)
+    ax.axhline(reference, color=GRID, linestyle="--", linewidth=1, label=f"float {reference:.2f} ± {reference_stderr:.2f}")
+    if chosen is not None:
+        ax.scatter([chosen["bits_per_weight"]], [min(chosen["ppl"], top)], s=260, facecolors="none", edgecolors=ERROR,
+                   linewidths=2, zorder=4, label="this setting")
+    ax.set_yscale("log")
+    ax.set_ylim(top=top * 1.6)
+    ax.set_xlabel("bits per weight (scales and zero points included)")
+    ax.set_ylabel("perplexity (log scale)")
+    ax.grid(True, which="major", color=GRID, alpha=0.25)
+    ax.legend(fontsize=9, frameon=False, loc="upper right")
+    ax.set_title(title, fontsize=10)
+    return fig
