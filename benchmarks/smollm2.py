@@ -2,6 +2,7 @@
 
 * perplexity of 2048 test tokens (ctx 512, stride 256) within 20 s on 2 cores, against transformers' own forward
   passes over the same windows in the same run (the peer: our scoring should cost no more than the model);
+* one new point of notebook 04's explorer (RTN on 1024 tokens) within 5 s;
 * GPTQ and AWQ (INT4 g64, 16 calibration windows of 256 tokens) of all 210 linear layers within 2 minutes each,
   with the fraction of RTN's perplexity gap that each closes.
 
@@ -28,6 +29,20 @@ def forward_only(model, ids: np.ndarray, ctx: int, stride: int) -> float:
     return time.perf_counter() - started
 
 
+def new_slider_point(model, tokenizer, tokens: int = 1024) -> tuple[float, int]:
+    """Seconds for one new RTN point of notebook 04's QuantizationExplorer, as its Compute button makes it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from qtutor.viz.widgets import QuantizationExplorer
+
+    baseline = score(model, tokenizer, max_tokens=tokens, ctx=512, stride=256, progress=False)
+    app = QuantizationExplorer(model, tokenizer, baseline, method="RTN", bits=3, group="32")
+    started = time.perf_counter()
+    app.compute_point()
+    return time.perf_counter() - started, app.state["point"]["tokens"]
+
+
 def main(tokens: int = 2048, ctx: int = 512, stride: int = 256, calib_windows: int = 16) -> dict:
     torch.set_num_threads(2)
     started = time.perf_counter()
@@ -41,8 +56,11 @@ def main(tokens: int = 2048, ctx: int = 512, stride: int = 256, calib_windows: i
     print(f"load {load_s:.1f} s; perplexity of {fp.n_tokens} tokens (ctx {ctx}, stride {stride}): {fp.ppl:.2f} "
           f"+- {fp.ppl_stderr:.2f} in {ppl_s:.1f} s (target <= 20 s) = {ppl_s / peer_s:.2f} x transformers' forward "
           f"alone ({peer_s:.1f} s)")
+    slider_s, slider_tokens = new_slider_point(model, tokenizer)
+    print(f"one new point of notebook 04's explorer (RTN INT3 g32, {slider_tokens} tokens): {slider_s:.1f} s "
+          f"(target <= 5 s)")
     calib = qt.data.calibration(calib_windows, 256, tokenizer=tokenizer)
-    result = {"benchmark": "smollm2", "load_s": load_s, "float_ppl": fp.ppl, "float_ppl_stderr": fp.ppl_stderr,
+    result = {"slider_point_s": slider_s, "benchmark": "smollm2", "load_s": load_s, "float_ppl": fp.ppl, "float_ppl_stderr": fp.ppl_stderr,
               "perplexity_s": ppl_s, "forward_only_s": peer_s, "perplexity_over_forward": ppl_s / peer_s}
     for fmt in ("int4", "int3"):
         rtn_ppl = None

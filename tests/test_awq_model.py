@@ -71,3 +71,18 @@ def test_the_report_restores_norms_and_weights_and_keeps_the_scales(tiny, calib)
 def test_an_unknown_scope_is_refused(tiny, calib):
     with pytest.raises(ValueError, match="scope='model'"):
         quantize_model(tiny[0], "awq", "int4", 128, calib=calib, scope="model", progress=False)
+
+
+def test_search_tokens_measures_the_alpha_loss_on_the_first_calls_only(tiny):
+    """16 windows are recorded in two calls of 8: search_tokens=1 keeps the first call for the loss, enough
+    tokens keep both (the reference's search, bit for bit)."""
+    model, _ = tiny
+    calib = qt.data.calibration(n_samples=16, seq_len=32)
+    fmt = formats.get("int3")
+    with awq.scale_model(model, calib, fmt, 128, progress=False) as every:
+        full = {source: found["losses"] for source, found in every.searches.items()}
+    with awq.scale_model(model, calib, fmt, 128, progress=False, search_tokens=16 * 32) as enough:
+        assert {source: found["losses"] for source, found in enough.searches.items()} == full
+    with awq.scale_model(model, calib, fmt, 128, progress=False, search_tokens=1) as first:
+        searched = {source: found["losses"] for source, found in first.searches.items()}
+    assert searched.keys() == full.keys() and all(searched[source] != full[source] for source in full)

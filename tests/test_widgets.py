@@ -144,3 +144,26 @@ def test_smoothing_slider_moves_the_peak_ratio_from_activations_to_weights():
     assert app.state["w8a8_error"] < app.unsmoothed["w8a8_error"] / 3
     assert app.state["w4a4_error"] < 0.75 * app.unsmoothed["w4a4_error"]
     assert "W8A8 error" in app.summary.value
+
+
+def test_quantization_explorer_answers_from_its_table_and_measures_a_new_point(tiny):
+    from qtutor.eval.perplexity import score
+    from qtutor.eval.sweep import evaluate
+
+    model, tokenizer = tiny
+    baseline = score(model, tokenizer, max_tokens=513, ctx=256, stride=128, progress=False)
+    table = [evaluate(model, tokenizer, "rtn", "int4", 64, max_tokens=513, baseline=baseline)]
+    app = widgets.QuantizationExplorer(model, tokenizer, baseline, table, method="RTN", bits=4, group="64")
+    assert app.state["point"] is table[0] and "RTN INT4 g64" in app.summary.value
+    app.controls["bits"].value = 2  # not in the table: nothing runs until Compute is pressed
+    assert app.state["point"] is None and "press Compute" in app.message.value and len(app.points) == 1
+    app.compute_point()
+    point = app.state["point"]
+    assert point["tokens"] == baseline.n_tokens and point["delta_pct"] > table[0]["delta_pct"]
+    assert point["ppl"] == pytest.approx(evaluate(model, tokenizer, "rtn", "int2", 64, max_tokens=513)["ppl"])
+    app.controls["bits"].value = 4
+    app.controls["bits"].value = 2  # back to the measured point: from the cache, not measured again
+    assert app.state["point"] is point and len(app.points) == 2
+    app.controls["method"].value = "GPTQ"  # without calibration data: said, nothing lost
+    app.compute_point()
+    assert "calibration" in app.state["error"] and len(app.points) == 2

@@ -177,7 +177,7 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
 # ---- the whole model: one s per scaling group, searched on the output of the module around its readers -------------
 def scale_model(model: Any, calib: Any, fmt: Format, group_size: int, sym: bool | None = None, *,
                 alphas: Sequence[float] = ALPHA_GRID, duo_scaling: bool = False, skip: Sequence[str] = (),
-                progress: bool = True) -> Any:
+                search_tokens: int | None = None, progress: bool = True) -> Any:
     """Search and fold AWQ's scales, block by block, as the reference does (``auto_scale_block``).
 
     In a Llama block there are four scaling groups (:mod:`qtutor.model.scaling`), each with its own s:
@@ -195,6 +195,10 @@ def scale_model(model: Any, calib: Any, fmt: Format, group_size: int, sym: bool 
     stays in float), the inspected module is called again on its recorded calibration inputs, and the alpha
     with the smallest mean squared output error wins. A block's four searches all see the float block; then
     their scales are folded in (the float model is unchanged) and the next block is recorded.
+
+    ``search_tokens``: measure each alpha's loss on the first recorded calls that hold this many calibration
+    tokens (mean|x| still comes from all of them). Not in the reference: a CPU trade, since re-running the
+    attention and the MLP for 20 alphas is most of AWQ's time (None: every token, as the reference).
     Returns the :class:`~qtutor.model.scaling.ScaledModel` (``restore()`` undoes it; ``searches`` holds each
     group's alpha and loss curve)."""
     from tqdm.auto import tqdm
@@ -227,10 +231,11 @@ def scale_model(model: Any, calib: Any, fmt: Format, group_size: int, sym: bool 
                 recorded = calls[group.inspect]
                 inputs = [_first_tensor(args, kwargs) for args, kwargs, _ in recorded]
                 X = np.concatenate([x.float().reshape(-1, x.shape[-1]).cpu().numpy() for x in inputs], axis=0)
+                searched = _first_calls(recorded, inputs, search_tokens)
 
-                def inspected(weights, _X, group=group, recorded=recorded):
+                def inspected(weights, _X, group=group, searched=searched):
                     with swapped_weights(model, dict(zip(group.readers, weights))):
-                        return call_again(named[group.inspect], recorded)
+                        return call_again(named[group.inspect], searched)
 
                 weights = [get_weight(find_layer(model, reader)) for reader in group.readers]
                 found.append((group, search_scale(X, weights, inspected, fmt, group_size, sym, alphas,
@@ -245,6 +250,19 @@ def scale_model(model: Any, calib: Any, fmt: Format, group_size: int, sym: bool 
     finally:
         bar.close()
     return scaled
+
+
+def _first_calls(recorded: list, inputs: list, tokens: int | None) -> list:
+    """The first recorded calls that hold at least ``tokens`` tokens (all of them when ``tokens`` is None)."""
+    if tokens is None:
+        return recorded
+    kept, total = [], 0
+    for call, x in zip(recorded, inputs):
+        if total >= tokens:
+            break
+        kept.append(call)
+        total += x.numel() // x.shape[-1]
+    return kept
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> Any:

@@ -139,7 +139,8 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
         from qtutor.methods.awq import scale_model
 
         scaled = scale_model(model, calib, fmt_object, group_size, sym, skip=skip, progress=progress,
-                             duo_scaling=method_kw.get("duo_scaling", False))
+                             duo_scaling=method_kw.get("duo_scaling", False),
+                             search_tokens=method_kw.pop("search_tokens", None))
         report.backup, report.scaling = Restorables(scaled, backup), scaled
         prescaled = {reader for group in scaled.groups for reader in group.readers}
     # sequential (GPTQ): capture a block's inputs after the earlier blocks are quantized; otherwise capture once

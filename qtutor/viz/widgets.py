@@ -688,3 +688,140 @@ class GenerationComparison:
         from IPython.display import display
 
         display(self.widget)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebook 04: a new point on demand, on the real model
+# --------------------------------------------------------------------------------------------------------------
+EXPLORER_METHODS = {"RTN": "rtn", "GPTQ": "gptq", "AWQ": "awq"}
+EXPLORER_GROUPS = {"per channel": -1, "64": 64, "32": 32}
+
+
+def explorer_key(point: dict) -> tuple[str, int, int]:
+    """(method, bits, group size) of an integer-format point of ``qtutor.eval.sweep.evaluate``."""
+    fmt = str(point["format"])
+    if not fmt.startswith("int"):
+        raise ValueError(f"the explorer shows integer formats (int2..int8), not {fmt}")
+    return str(point["method"]), int(fmt[3:]), int(point["group_size"])
+
+
+class QuantizationExplorer:
+    """Method (RTN / GPTQ / AWQ) x bits (2-8) x group (per channel, 64, 32) on a real model.
+
+    Points already measured (``rows``: ``qtutor.eval.sweep.evaluate`` points, the notebook's table) answer at
+    once. A setting not measured yet says so and what it costs; **Compute** quantizes the model, scores the
+    evaluation slice (the same tokens as ``baseline``, a :class:`~qtutor.eval.perplexity.Score` of the float
+    model), puts the weights back and caches the point, with a progress bar in the widget while it works.
+    Every point is shown with its standard error and its change against float, token by token."""
+
+    title = "Method × bits × group: the table answers at once, Compute measures a new point"
+    SECONDS = {"rtn": "a few seconds", "gptq": "about 2 minutes", "awq": "a few minutes"}
+
+    def __init__(self, model: Any, tokenizer: Any, baseline: Any, rows: list[dict] = (), calib: Any = None, *,
+                 max_tokens: int | None = None, ctx: int | None = None, stride: int | None = None,
+                 method: str = "RTN", bits: int = 4, group: str = "64"):
+        widgets = _widgets()
+        self.model, self.tokenizer, self.baseline, self.calib = model, tokenizer, baseline, calib
+        # the slice of the baseline: every new point is scored on exactly its tokens
+        self.window = dict(split=baseline.split or "test", ctx=ctx or baseline.ctx, stride=stride or baseline.stride,
+                           max_tokens=max_tokens or baseline.n_tokens + 1)
+        self.points: dict[tuple, dict] = {}
+        for row in rows:
+            self.points[explorer_key(row)] = row
+        self.controls = {
+            "method": dropdown("method", list(EXPLORER_METHODS), method),
+            "bits": slider("bits", bits, 2, 8),
+            "group": dropdown("group", list(EXPLORER_GROUPS), group),
+        }
+        self.button = widgets.Button(description="Compute", button_style="primary")
+        self.button.on_click(lambda _button: self.compute_point())
+        self.output, self.progress = widgets.Output(), widgets.Output()
+        self.message, self.summary = widgets.HTML(""), widgets.Label("")
+        self.state: dict = {}
+        self.figure = None
+        for control in self.controls.values():
+            control.observe(lambda _change: self.refresh(), names="value")
+        self.refresh()
+
+    def settings(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def key(self, method: str, bits: int, group: str) -> tuple[str, int, int]:
+        return EXPLORER_METHODS[method], int(bits), EXPLORER_GROUPS[group]
+
+    def measure(self, method: str, bits: int, group: str) -> dict:
+        """The point for these settings: quantize, score the slice, restore (``evaluate``)."""
+        from qtutor.eval.sweep import evaluate
+
+        name, bits, group_size = self.key(method, bits, group)
+        if name != "rtn" and self.calib is None:
+            raise ValueError(f"{method} needs calibration data: give the explorer calib=qt.data.calibration(...)")
+        return evaluate(self.model, self.tokenizer, name, f"int{bits}", group_size, **self.window,
+                        calib=self.calib, baseline=self.baseline, progress=True)
+
+    def compute_point(self) -> None:
+        """What the Compute button does: measure the current setting if it is new (progress shown), then show it."""
+        settings = self.settings()
+        key = self.key(**settings)
+        if key not in self.points:
+            self.button.disabled = True
+            self.message.value = f"computing {settings['method']} INT{settings['bits']} {settings['group']} ..."
+            try:
+                with self.progress:
+                    self.progress.clear_output()
+                    self.points[key] = self.measure(**settings)
+                    self.progress.clear_output()
+            except (ValueError, TypeError) as error:
+                self.state = {"error": str(error), "settings": settings}
+                self.message.value = f"<span style='color:{figures.ERROR}'>{error}</span>"
+                return
+            finally:
+                self.button.disabled = False
+        self.refresh()
+
+    def refresh(self) -> None:
+        settings = self.settings()
+        key = self.key(**settings)
+        point = self.points.get(key)
+        self.state = {"settings": settings, "point": point, "measured": len(self.points)}
+        if point is None:
+            self.summary.value = ""
+            self.message.value = (f"{settings['method']} INT{settings['bits']} {settings['group']} is not measured "
+                                  f"yet: press Compute ({self.SECONDS[key[0]]} on a laptop CPU)")
+        else:
+            self.message.value = ""
+            self.summary.value = self.describe(point)
+        self._show(figures.perplexity_points(list(self.points.values()), self.baseline.ppl,
+                                             self.baseline.ppl_stderr, chosen=point,
+                                             title=self.describe(point) if point else ""))
+
+    def describe(self, point: dict) -> str:
+        change = f"{point['delta_pct']:+.1f} % ± {point['delta_pct_stderr']:.1f}"
+        noise = "" if point.get("significant", True) else ", inside the noise"
+        return (f"{point['method'].upper()} {point['format'].upper()} "
+                f"{'per channel' if point['group_size'] == -1 else 'g' + str(point['group_size'])}: "
+                f"perplexity {point['ppl']:.2f} ± {point['ppl_stderr']:.2f} ({change} vs float{noise}), "
+                f"{point['bits_per_weight']:.3f} bits/weight")
+
+    def _show(self, figure) -> None:
+        from IPython.display import display
+
+        if self.figure is not None:
+            plt.close(self.figure)
+        self.figure = figure
+        with self.output:
+            self.output.clear_output(wait=True)
+            display(figure)
+        plt.close(figure)
+
+    @property
+    def widget(self):
+        widgets = _widgets()
+        return widgets.VBox([widgets.HTML(f"<b>{self.title}</b>"),
+                             widgets.HBox([*self.controls.values(), self.button]), self.summary, self.message,
+                             self.progress, self.output])
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
