@@ -803,16 +803,7 @@ class QuantizationExplorer:
                 f"perplexity {point['ppl']:.2f} ± {point['ppl_stderr']:.2f} ({change} vs float{noise}), "
                 f"{point['bits_per_weight']:.3f} bits/weight")
 
-    def _show(self, figure) -> None:
-        from IPython.display import display
-
-        if self.figure is not None:
-            plt.close(self.figure)
-        self.figure = figure
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(figure)
-        plt.close(figure)
+    _show = App._show  # the figure into the Output, the previous one closed
 
     @property
     def widget(self):
