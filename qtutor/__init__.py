@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "data": ("qtutor.data", None),
+    "zoo": ("qtutor.zoo", None),
     "load_model": ("qtutor.model", "load_model"),
     "perplexity": ("qtutor.eval.perplexity", "perplexity"),
     "quantize_model": ("qtutor.model.quantize", "quantize_model"),

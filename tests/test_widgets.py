@@ -80,8 +80,8 @@ def PerplexityTableLabel(row):
 def test_method_advisor_answers_every_control():
     rows = [{"method": "gguf", "format": "Q6_K", "delta_pct": 0.4}, {"method": "gguf", "format": "Q4_K_M",
                                                                      "delta_pct": 2.5}]
-    app = widgets.MethodAdvisor(rows, hardware="cpu", size="8B", memory_gb=8)
-    assert app.state["advice"].choice.fmt == "Q6_K" and "+0.4 %" in app.summary.value
+    app = widgets.MethodAdvisor(rows, hardware="cpu", size="8B", memory_gb=8, measured_on="SmolLM2-135M")
+    assert app.state["advice"].choice.fmt == "Q6_K" and "SmolLM2-135M measured +0.4 %" in app.summary.value
     app.controls["memory_gb"].value = 6
     assert app.state["advice"].choice.fmt == "Q4_K_M" and "+2.5 %" in app.summary.value
     app.controls["memory_gb"].value = 2

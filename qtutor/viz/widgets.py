@@ -359,18 +359,19 @@ class PerplexityTable(App):
 # Notebook 15: choosing a method
 # --------------------------------------------------------------------------------------------------------------
 class MethodAdvisor(App):
-    """Hardware, model size, memory, tolerance, calibration data -> the advice of ``qtutor.eval.advisor``, with the
-    tiny model's measurement of the same method and format (``rows``: ``qtutor.eval.sweep`` points) beside it."""
+    """Hardware, model size, memory, tolerance, calibration data -> the advice of ``qtutor.eval.advisor``, with a
+    real measurement of the same method and format beside it (``rows``: ``qtutor.eval.sweep`` points measured on
+    the model named by ``measured_on``)."""
 
     title = "Which method and format? (the decision rule of qtutor.eval.advisor)"
     SIZES = {"1B": 1e9, "3B": 3e9, "8B": 8e9, "14B": 14e9, "32B": 32e9, "70B": 70e9}
 
     def __init__(self, rows: list[dict] = (), hardware: str = "cpu", size: str = "8B", memory_gb: int = 8,
-                 tolerance_pct: float = 3.0):
+                 tolerance_pct: float = 3.0, measured_on: str = "the tiny model"):
         from qtutor.eval import advisor
 
         widgets = _widgets()
-        self.rows = list(rows)
+        self.rows, self.measured_on = list(rows), measured_on
         super().__init__({
             "hardware": dropdown("hardware", [(label, key) for key, label in advisor.HARDWARE.items()], hardware),
             "size": dropdown("model", list(self.SIZES), size),
@@ -405,7 +406,7 @@ class MethodAdvisor(App):
                 f"+{high:g} % perplexity")
         if measured is not None and "delta_pct" in measured:
             how = " (rounding, as a proxy)" if measured.get("proxy") else ""
-            text += f"; the tiny model measured {measured['delta_pct']:+.1f} %{how}"
+            text += f"; {self.measured_on} measured {measured['delta_pct']:+.1f} %{how}"
         return text + ("" if advice.within_tolerance else " (beyond your tolerance)")
 
     def draw(self, state: dict):

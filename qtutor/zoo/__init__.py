@@ -1,0 +1,29 @@
+"""The course's models: the embedded tiny Llama (``tiny/``, trained by ``train.py``) and what was measured on them.
+
+Each model card (``MODEL_CARD.md``, ``MODEL_CARD_SMOLLM2.md``) is written by a script from its measurements; the
+SmolLM2 card's measurements are kept as data too, so that a notebook can draw the whole table instantly and
+re-measure a few of its points live to show they still hold.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MEASUREMENTS = {"smollm2": HERE / "smollm2_measurements.json"}
+
+
+def measurements(model: str = "smollm2") -> dict:
+    """The figures behind a model's card (written by ``python tools/model_card_smollm2.py``): the float model's
+    perplexity, and one row per variant (RTN per format, GPTQ and AWQ, GGUF mixes, LLM.int8()) with its
+    perplexity ± standard error, change from float ± paired standard error, KL and same-top-token rate, all on
+    the same test tokens."""
+    if model not in MEASUREMENTS:
+        raise ValueError(f"no stored measurements for model {model!r}; known: {', '.join(MEASUREMENTS)}")
+    path = MEASUREMENTS[model]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python tools/model_card_smollm2.py` to measure it")
+    return json.loads(path.read_text())
+
+
+__all__ = ["measurements"]
