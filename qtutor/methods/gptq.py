@@ -176,12 +176,15 @@ def _cholesky(A: Any) -> Any:
 
 
 def _cholesky_inverse(L: Any) -> Any:
-    """(L L^T)^-1 from the lower Cholesky factor L, with two triangular solves."""
+    """(L L^T)^-1 = L^-T L^-1 from the lower Cholesky factor L: one triangular solve and one product.
+    (torch.cholesky_inverse, LAPACK's potri, took 1.6 s for a 1536 x 1536 factor on 2 cores; this takes 0.3 s.)"""
     xp = array_namespace(L)
     if xp is np:
         import torch
 
-        return torch.cholesky_inverse(torch.from_numpy(np.ascontiguousarray(L))).numpy()
+        L = torch.from_numpy(np.ascontiguousarray(L))
+        L_inverse = torch.linalg.solve_triangular(L, torch.eye(L.shape[0], dtype=L.dtype), upper=False)
+        return (L_inverse.T @ L_inverse).numpy()
     from cupyx.scipy.linalg import solve_triangular
 
     L_inverse = solve_triangular(L, xp.eye(L.shape[0], dtype=L.dtype), lower=True)
