@@ -90,7 +90,7 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
         else:
             weight_method = method
             if method == "smoothquant":
-                from qtutor.methods.smoothquant import smooth_model
+                from qtutor.model.smoothing import smooth_model
 
                 stack.enter_context(smooth_model(model, calib, alpha, linear_sources=smooth_linears))
                 weight_method = "rtn"

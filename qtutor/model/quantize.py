@@ -136,7 +136,7 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
     if method == "awq" and layers is None and scope == "block":
         # AWQ as the reference: one scale per scaling group (q/k/v share one), searched on the block's output and
         # folded into the norms and linears before; then each layer only clips and rounds
-        from qtutor.methods.awq import scale_model
+        from qtutor.model.awq_scaling import scale_model
 
         scaled = scale_model(model, calib, fmt_object, group_size, sym, skip=skip, progress=progress,
                              duo_scaling=method_kw.get("duo_scaling", False),
