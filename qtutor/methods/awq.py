@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from qtutor.formats import Format
+from qtutor.methods import Method
 from qtutor.tensor import QuantizedTensor
 
 ALPHA_GRID = tuple(i / 20 for i in range(20))  # 0, 0.05, ..., 0.95: alpha = 1 is not tried (as the reference)
@@ -184,6 +185,11 @@ class AWQTensor(QuantizedTensor):
     @property
     def nbytes(self) -> float:  # s is folded into the previous layer: no storage of its own
         return self.format.storage_bits(self) / 8
+
+
+# AWQ needs calibration text and its layers' inputs (captured once, from the float model); in a whole model it
+# first searches and folds one scale per scaling group (the transform), then each layer clips and rounds
+METHOD = Method("awq", quantize=quantize, calibration=True, layer_inputs=True, transform="awq_scales")
 
 
 # ---- moved to the model layer ------------------------------------------------------------------------------------

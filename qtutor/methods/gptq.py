@@ -51,6 +51,7 @@ import numpy as np
 
 from qtutor.backend import array_namespace
 from qtutor.formats import Format
+from qtutor.methods import Method
 from qtutor.tensor import QuantizedTensor
 
 # --------------------------------------------------------------------------------------------------------------
@@ -560,3 +561,7 @@ def gptq_vs_rtn(W: Any, X: Any, fmt: Format, group_size: int = 128, sym: bool | 
     rtn_hat = rtn.quantize(W, fmt, group_size, sym).dequantize()
     return {"gptq": layer_loss(W, gptq_hat, H.H), "rtn": layer_loss(W, rtn_hat, H.H)}
 
+
+# GPTQ needs calibration text and its layers' inputs, captured block by block: block i's inputs come from the model
+# with blocks < i already quantized (sequential, as the reference)
+METHOD = Method("gptq", quantize=quantize, calibration=True, layer_inputs=True, sequential=True)

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from qtutor.backend import array_namespace
+from qtutor.methods import Method
 
 CLAMP = 1e-5  # the reference clamps both maxima and the scale, so a dead channel cannot give 0 or inf
 
@@ -107,6 +108,12 @@ def difficulty(X: Any, W: Any) -> dict:
     act = activation_scales(X)
     weight = xp.abs(xp.asarray(W, dtype=np.float32)).max(axis=0)
     return {"activation": float(act.max() / xp.median(act)), "weight": float(weight.max() / xp.median(weight))}
+
+
+# SmoothQuant has no weight quantizer of its own: it smooths the model (the transform, from max|X_j| on the
+# calibration text), then RTN rounds the weights and the activations are rounded at run time (INT8 by default)
+METHOD = Method("smoothquant", weights="rtn", calibration=True, transform="smoothing", act_format="int8",
+                options=("alpha", "smooth_linears"))
 
 
 # ---- moved to the model layer ------------------------------------------------------------------------------------

@@ -752,9 +752,10 @@ class QuantizationExplorer:
     def measure(self, method: str, bits: int, group: str) -> dict:
         """The point for these settings: quantize, score the slice, restore (``evaluate``)."""
         from qtutor.eval.sweep import evaluate
+        from qtutor.methods import declaration
 
         name, bits, group_size = self.key(method, bits, group)
-        if name != "rtn" and self.calib is None:
+        if declaration(name).calibration and self.calib is None:
             raise ValueError(f"{method} needs calibration data: give the explorer calib=qt.data.calibration(...)")
         return evaluate(self.model, self.tokenizer, name, f"int{bits}", group_size, **self.window,
                         calib=self.calib, baseline=self.baseline, progress=True)
