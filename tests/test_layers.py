@@ -54,6 +54,9 @@ ALLOWED = {
 ALIASES = {
     ("qtutor.methods.awq", "scale_model", "qtutor.model.awq_scaling"),
     ("qtutor.methods.smoothquant", "smooth_model", "qtutor.model.smoothing"),
+    ("qtutor.methods.gptq", "layer_loss", "qtutor.eval.layer_error"),
+    ("qtutor.methods.gptq", "running_rtn_loss", "qtutor.eval.layer_error"),
+    ("qtutor.methods.gptq", "gptq_vs_rtn", "qtutor.eval.layer_error"),
 }
 
 
