@@ -32,7 +32,12 @@ import numpy as np
 from qtutor.backend import array_namespace
 from qtutor.methods import Method
 
-CLAMP = 1e-5  # the reference clamps both maxima and the scale, so a dead channel cannot give 0 or inf
+# The reference (smooth_ln_fcs) clamps the weight maxima and the final scale at 1e-5, so that a dead weight column
+# cannot divide by 0 and no s is 0; it does not clamp the activation maxima. Ours clamps those too: the same s
+# unless a channel's max|X_j| stays below 1e-5 (a dead channel), where ours computes s from 1e-5 and the reference
+# from max|X_j| itself (floored at 1e-5 afterwards). The W8A8 quantizers below clamp each row's max|x| at 1e-5, as the
+# reference's fake_quant does.
+CLAMP = 1e-5
 
 
 def check_alpha(alpha: float) -> float:
@@ -50,7 +55,8 @@ def activation_scales(X: Any) -> Any:
 
 
 def smoothing_scales(act_absmax: Any, weights: Sequence[Any], alpha: float = 0.5) -> Any:
-    """s_j = clamp(max|X_j|^alpha / max_over_fcs(max|W_j|)^(1 - alpha), 1e-5) for the linears reading X."""
+    """s_j = clamp(max|X_j|^alpha / max_over_fcs(max|W_j|)^(1 - alpha), 1e-5) for the linears reading X, each
+    maximum clamped at 1e-5 first (the reference clamps only the weight maxima: see ``CLAMP``)."""
     alpha = check_alpha(alpha)
     xp = array_namespace(act_absmax)
     weight_absmax = None
