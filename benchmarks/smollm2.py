@@ -18,6 +18,7 @@ import torch
 
 import qtutor as qt
 from qtutor.eval.perplexity import score, window_plan
+from qtutor.methods import declaration
 
 
 def forward_only(model, ids: np.ndarray, ctx: int, stride: int) -> float:
@@ -66,7 +67,7 @@ def main(tokens: int = 2048, ctx: int = 512, stride: int = 256, calib_windows: i
         rtn_ppl = None
         for method in ("rtn", "gptq", "awq"):
             started = time.perf_counter()
-            with qt.quantize_model(model, method, fmt, 64, calib=calib if method != "rtn" else None,
+            with qt.quantize_model(model, method, fmt, 64, calib=calib if declaration(method).calibration else None,
                                    progress=False) as report:
                 seconds = time.perf_counter() - started
                 point = score(model, tokenizer, tokens=ids, ctx=ctx, stride=stride, progress=False)

@@ -11,6 +11,7 @@ import json
 import time
 
 import qtutor as qt
+from qtutor.methods import declaration
 
 
 def main() -> dict:
@@ -23,7 +24,7 @@ def main() -> dict:
     timings = {}
     for method in ("rtn", "gptq"):
         started = time.perf_counter()
-        report = qt.quantize_model(model, method, "int4", 128, calib=calib if method == "gptq" else None,
+        report = qt.quantize_model(model, method, "int4", 128, calib=calib if declaration(method).calibration else None,
                                    progress=False)
         timings[method] = time.perf_counter() - started
         report.restore()

@@ -128,3 +128,35 @@ def to_torch(array: Any) -> Any:
     if is_cupy(array):
         return torch.from_dlpack(array)
     return torch.from_numpy(np.ascontiguousarray(array))
+
+
+# ---- linear algebra on the array's own device --------------------------------------------------------------------
+# On the CPU the Cholesky factorizations go through PyTorch's LAPACK (MKL, as the reference GPTQ's torch.linalg):
+# NumPy's OpenBLAS potrf took 0.75-9 s for one 1536 x 1536 factor on 2 busy cores where MKL takes 0.2-0.4 s, and
+# GPTQ factorizes twice per layer. On a GPU, CuPy's (cuSOLVER).
+def cholesky(A: Any) -> Any:
+    """The lower Cholesky factor of a symmetric positive definite A (LinAlgError if it is not)."""
+    if array_namespace(A) is not np:
+        return array_namespace(A).linalg.cholesky(A)
+    import torch
+
+    try:
+        return torch.linalg.cholesky(torch.from_numpy(np.ascontiguousarray(A))).numpy()
+    except torch.linalg.LinAlgError as error:
+        raise np.linalg.LinAlgError(str(error)) from None
+
+
+def cholesky_inverse(L: Any) -> Any:
+    """(L L^T)^-1 = L^-T L^-1 from the lower Cholesky factor L: one triangular solve and one product.
+    (torch.cholesky_inverse, LAPACK's potri, took 1.6 s for a 1536 x 1536 factor on 2 cores; this takes 0.3 s.)"""
+    xp = array_namespace(L)
+    if xp is np:
+        import torch
+
+        L = torch.from_numpy(np.ascontiguousarray(L))
+        L_inverse = torch.linalg.solve_triangular(L, torch.eye(L.shape[0], dtype=L.dtype), upper=False)
+        return (L_inverse.T @ L_inverse).numpy()
+    from cupyx.scipy.linalg import solve_triangular
+
+    L_inverse = solve_triangular(L, xp.eye(L.shape[0], dtype=L.dtype), lower=True)
+    return L_inverse.T @ L_inverse

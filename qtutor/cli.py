@@ -24,15 +24,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from qtutor.methods import METHODS as TENSOR_METHODS
+from qtutor.methods import METHODS, declaration
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {}
 
-# Every --method the CLI accepts: the float model as it is, the per-tensor quantizers of qtutor.methods, and
-# the two that act on the whole model (SmoothQuant folds scales into the norms, gguf applies a llama.cpp mix).
-METHOD_NAMES = ("none", *TENSOR_METHODS, "smoothquant", "gguf")
-# sweep's --methods: its first row is always the float model, and GGUF mixes go in --mixes
-SWEEP_METHOD_NAMES = tuple(m for m in METHOD_NAMES if m not in ("none", "gguf"))
+# Every --method the CLI accepts: the float model as it is ("none"), and every method of qtutor.methods; what each
+# needs (calibration text, its own format) comes from its declaration, so no command knows a method by its name
+METHOD_NAMES = ("none", *METHODS)
+# sweep's --methods: its first row is always the float model, and whole-model replacements (GGUF mixes) go in --mixes
+SWEEP_METHOD_NAMES = tuple(m for m in METHODS if declaration(m).replace is None)
 
 CTX, STRIDE = 256, 128  # the perplexity window of every command (those of qtutor.eval.perplexity.perplexity)
 
@@ -124,6 +124,19 @@ def _method(name: str, allowed: tuple[str, ...], option: str = "--method") -> st
     return method
 
 
+def _chosen(name: str) -> str | None:
+    """The method of a --method choice; None for "none", the float model as it is."""
+    return None if name == "none" else name
+
+
+def _method_format(method: str, name: str, option: str = "--format") -> str:
+    """``name`` as ``method`` reads it: a number format, a mix (GGUF), or the method's own format (LLM.int8())."""
+    try:
+        return declaration(method).check_format(name)
+    except ValueError as error:
+        raise ValueError(f"{option} {name}: {error}") from None
+
+
 def _format(name: str, option: str = "--format") -> str:
     from qtutor import formats
 
@@ -206,12 +219,12 @@ def _evaluation_slice(args: argparse.Namespace, tokenizer: Any) -> tuple[dict, s
     return {"split": args.split, "tokens": tokens, "ctx": CTX, "stride": STRIDE}, sentence
 
 
-def _calibration(args: argparse.Namespace, method: str, tokenizer):
-    """Calibration windows in the model's own tokenizer (SmolLM2's ids are not the tiny model's)."""
+def _calibration(args: argparse.Namespace, methods: list[str | None], tokenizer):
+    """Calibration windows in the model's own tokenizer (SmolLM2's ids are not the tiny model's), when one of
+    ``methods`` declares that it needs them."""
     from qtutor import data
-    from qtutor.eval.sweep import NEEDS_CALIBRATION
 
-    if method not in NEEDS_CALIBRATION:
+    if not any(method is not None and declaration(method).calibration for method in methods):
         return None
     return data.calibration(n_samples=args.calib_samples, seq_len=256, source=args.calib_source, tokenizer=tokenizer)
 
@@ -259,24 +272,22 @@ def ppl_command(args: argparse.Namespace) -> dict:
     from qtutor.eval.sweep import evaluate
 
     args.method = _method(args.method, METHOD_NAMES)
-    if args.method == "gguf":
-        fmt = _mix(args.format, "--format")
-    elif args.method != "none":
-        fmt = _format(args.format)
-    else:
-        fmt = args.format
+    method = _chosen(args.method)
     group_size = _group_size(args.group_size)
+    fmt = args.format
+    if method is not None:
+        fmt = _method_format(method, args.format)
+        declaration(method).resolve(fmt, group_size, _sym(args.sym))  # a granularity the method refuses, now
     _check_model_options(args)
     model, tokenizer = _load(args)
     slice_, sentence = _evaluation_slice(args, tokenizer)
     window = dict(split=args.split, ctx=CTX, stride=STRIDE, max_tokens=args.max_tokens)
-    method = None if args.method == "none" else args.method
     is_float = method is None and args.act_format is None and args.kv_format is None
     # the float model on the same tokens, so that the change is measured (token by token, with its standard
     # error), not remembered from another slice
     baseline = None if is_float else score(model, tokenizer, progress=not args.json, **window)
     point = evaluate(model, tokenizer, method, fmt, group_size, _sym(args.sym), **window, baseline=baseline,
-                     calib=_calibration(args, args.method, tokenizer), progress=not args.json,
+                     calib=_calibration(args, [method], tokenizer), progress=not args.json,
                      reference=_reference(args, model), **_runtime(args))
     if is_float:  # the variant is the float model: it is its own baseline
         point.update(delta_pct=0.0, delta_pct_stderr=0.0, significant=False)
@@ -293,7 +304,7 @@ def ppl_command(args: argparse.Namespace) -> dict:
 @command("sweep")
 def sweep_command(args: argparse.Namespace) -> dict:
     """Every method x format x group size, with the unquantized model first."""
-    from qtutor.eval.sweep import NEEDS_CALIBRATION, sweep
+    from qtutor.eval.sweep import sweep
 
     methods = [_method(m, SWEEP_METHOD_NAMES, "--methods")
                for m in _items(args.methods, "--methods", "rtn,gptq")]
@@ -303,13 +314,18 @@ def sweep_command(args: argparse.Namespace) -> dict:
     _check_model_options(args)
     configs = [("FP32", None, "fp32", None, None)]
     for method in methods:
+        fixed = declaration(method).fixed
+        if fixed:  # the method defines its format (LLM.int8(): INT8 per channel): one row at it
+            label = f"{method} {fixed.get('fmt', 'int4')} g{fixed.get('group_size', 'default')}"
+            configs.append((label, method, "default", "default", None))
+            continue
         for fmt in fmts:
             for text, group in groups:
                 configs.append((f"{method} {fmt} g{text}", method, fmt, group, _sym(args.sym)))
     configs += [(f"gguf {mix}", "gguf", mix, None, None) for mix in mixes]
     model, tokenizer = _load(args)
     slice_, sentence = _evaluation_slice(args, tokenizer)
-    calib = _calibration(args, next((m for m in methods if m in NEEDS_CALIBRATION), "rtn"), tokenizer)
+    calib = _calibration(args, methods, tokenizer)
     rows = sweep(model, tokenizer, configs, split=args.split, ctx=CTX, stride=STRIDE, max_tokens=args.max_tokens,
                  calib=calib, progress=not args.json, reference=_reference(args, model), **_runtime(args))
     if not args.json:
@@ -372,11 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     ppl = add("ppl", "perplexity of one quantized variant")
     add_model(ppl, 8192)  # the same slice as tour and sweep: one float baseline
     ppl.add_argument("--method", default="rtn", help=", ".join(METHOD_NAMES))
-    ppl.add_argument("--format", default="int4", help="a number format (qtutor formats); for gguf a mix, e.g. Q4_K_M")
+    ppl.add_argument("--format", default="default",
+                     help="a number format (qtutor formats; default: int4, or the method's own); for gguf a mix, e.g. Q4_K_M")
     ppl.add_argument("--group-size", default="default", help=GROUP_SIZE_HELP)
     sweep = add("sweep", "a table of methods x formats x group sizes")
     add_model(sweep, 8192)
-    sweep.add_argument("--methods", default="rtn", help="comma-separated, of: " + ", ".join(SWEEP_METHOD_NAMES))
+    sweep.add_argument("--methods", default="rtn", help="comma-separated, of: " + ", ".join(SWEEP_METHOD_NAMES)
+                       + " (a method that defines its format, such as llm_int8, gets one row at it)")
     sweep.add_argument("--formats", default="int2,int3,int4,int8")
     sweep.add_argument("--group-sizes", default="-1,128", help="comma-separated, each " + GROUP_SIZE_HELP)
     sweep.add_argument("--mixes", default="", help="GGUF mixes to add, e.g. Q4_K_M,Q5_K_M")

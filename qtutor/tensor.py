@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from qtutor.formats.registry import by_name
+
 
 @dataclass(frozen=True, eq=False)
 class QuantizedTensor:
@@ -41,9 +43,8 @@ class QuantizedTensor:
 
     @property
     def format(self):
-        from qtutor import formats
-
-        return formats.get(self.fmt)
+        """The Format object named by ``fmt`` (from the table of :mod:`qtutor.formats.registry`)."""
+        return by_name(self.fmt)
 
     def dequantize(self):
         """Float32 values the codes stand for (same shape as the original tensor)."""

@@ -34,11 +34,7 @@ TOUR = [
 ]
 
 
-# the methods that need calibration data: the calibrated weight quantizers, and SmoothQuant's max|X_j|
-NEEDS_CALIBRATION = ("gptq", "awq", "smoothquant")
-
-
-def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt: str = "int4",
+def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt: Any = "default",
              group_size: Any = "default", sym: bool | None = None, *, split: str = "test", ctx: int = 256,
              stride: int = 128, max_tokens: int | None = None, calib: Any = None, baseline: float | None = None,
              progress: bool = False, act_format: str | None = None, kv_format: str | None = None,
@@ -47,78 +43,78 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
              keep_score: bool = False, **method_kw) -> dict:
     """Perplexity and size of ``model`` quantized with ``method``/``fmt`` (``method=None``: as it is).
 
-    Weight methods: ``rtn``, ``gptq``, ``awq`` (any format), ``gguf`` (``fmt`` is a mix such as ``Q4_K_M``).
-    ``smoothquant``: smoothing with migration strength ``alpha`` folded into the norms (and with
-    ``smooth_linears`` into v_proj and up_proj too, for o_proj's and down_proj's inputs), then RTN weights in
-    ``fmt`` and activations in ``act_format`` (INT8 per token when not given): W8A8 with ``fmt="int8"``,
-    ``group_size=-1``. ``llm_int8``: every linear computes the LLM.int8() product (``threshold``); ``fmt`` is
-    INT8 by definition. ``rotation``: weights and activations (``act_format``; ``fmt`` when not given) rounded in
-    a randomly rotated basis (QuaRot; :mod:`qtutor.methods.rotation`). On top of any of them: ``act_format``
-    quantizes every linear's input per token, ``kv_format`` the KV cache (keys along ``kv_keys``, values along
-    ``kv_values``; see :func:`qtutor.model.activations.quantized_kv_cache`). With a ``reference``
-    (:func:`qtutor.eval.divergence.reference` of the float model) the point also has ``kl``, the mean KL
-    divergence from the float model's next-token distributions, and ``same_top_pct``, how often the most likely
-    next token is the float model's.
+    Weight methods: ``rtn``, ``gptq``, ``awq`` (any format; ``fmt="default"`` is INT4), ``gguf`` (``fmt`` is a
+    mix such as ``Q4_K_M``). ``smoothquant``: smoothing with migration strength ``alpha`` folded into the norms
+    (and with ``smooth_linears`` into v_proj and up_proj too, for o_proj's and down_proj's inputs), then RTN
+    weights in ``fmt`` and activations in ``act_format`` (INT8 per token when not given): W8A8 with
+    ``fmt="int8"``, ``group_size=-1``. ``llm_int8``: every linear computes the LLM.int8() product
+    (``threshold``); its weights are INT8 per channel by definition, and another ``fmt`` is an error.
+    ``rotation``: weights and activations (``act_format``; ``fmt`` when not given) rounded in a randomly rotated
+    basis (QuaRot; :mod:`qtutor.methods.rotation`). What each method needs and runs comes from its declaration
+    (:mod:`qtutor.methods`; the model-level phases are in :mod:`qtutor.model.phases`). On top of any of them:
+    ``act_format`` quantizes every linear's input per token, ``kv_format`` the KV cache (keys along
+    ``kv_keys``, values along ``kv_values``; see :func:`qtutor.model.activations.quantized_kv_cache`). With a
+    ``reference`` (:func:`qtutor.eval.divergence.reference` of the float model) the point also has ``kl``, the
+    mean KL divergence from the float model's next-token distributions, and ``same_top_pct``, how often the most
+    likely next token is the float model's.
 
     Every point carries ``ppl_stderr`` (llama.cpp's standard error of a perplexity) and ``tokens``, the number
     of tokens scored. ``baseline``: the float model's perplexity, for ``delta_pct``; or its
     :class:`~qtutor.eval.perplexity.Score` (``keep_score=True`` puts a point's score under ``"score"``), which
     compares token by token and adds ``delta_pct_stderr`` and ``significant`` (outside two standard errors)."""
     from qtutor.eval.perplexity import Score, score
-    from qtutor.model import activations
-    from qtutor.model.quantize import CALIBRATED, quantize_model
+    from qtutor.methods import declaration
+    from qtutor.model import activations, phases
+    from qtutor.model.quantize import quantize_model
 
     started = time.time()
     ppl_kw = dict(split=split, ctx=ctx, stride=stride, max_tokens=max_tokens, progress=progress)
-    if method in ("smoothquant", "rotation") and act_format is None:
-        act_format = "int8" if method == "smoothquant" else fmt
-    if method == "llm_int8":  # INT8 per output channel, symmetric, by definition
-        fmt, group_size, sym = "int8", -1, True
+    declared = None if method is None else declaration(method)
+    options: dict = {}
+    if declared is not None:
+        fmt, group_size, sym = declared.resolve(fmt, group_size, sym)
+        run_options = dict(alpha=alpha, smooth_linears=smooth_linears, threshold=threshold)
+        options = {name: run_options[name] for name in declared.options}
+        if act_format is None and declared.act_format is not None:
+            act_format = fmt if declared.act_format == "weights" else declared.act_format
+    after_run = None  # a hook's report, read once the model has run
     with contextlib.ExitStack() as stack:
-        if method is None:
+        if declared is None:
             from qtutor.model import linear_layers
 
             weights = sum(layer.shape[0] * layer.shape[1] for layer in linear_layers(model) if layer.role != "lm_head")
             point = {"method": "none", "format": "fp32", "group_size": None, "sym": None,
                      "bits_per_weight": 32.0, "bytes": weights * 4}
-        elif method == "gguf":  # a whole-model mix such as Q4_K_M (the tied embedding included, as in llama.cpp)
-            from qtutor.methods.gguf.apply import apply_mix
-
-            report = stack.enter_context(apply_mix(model, fmt, progress=progress))
-            point = {"method": "gguf", "format": report.fmt, "group_size": None, "sym": None,
-                     "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes)}
         else:
-            weight_method = method
-            if method == "smoothquant":
-                from qtutor.methods.smoothquant import smooth_model
-
-                stack.enter_context(smooth_model(model, calib, alpha, linear_sources=smooth_linears))
-                weight_method = "rtn"
-            elif method == "llm_int8":  # installed first, so that it multiplies with the float weights
-                stats = stack.enter_context(activations.llm_int8(model, threshold))
-            # calibration goes only to the methods that use it (RTN would spend it on per-layer errors)
-            report = stack.enter_context(quantize_model(model, weight_method, fmt, group_size, sym,
-                                                        calib if weight_method in CALIBRATED else None,
-                                                        progress=progress, **method_kw))
+            if declared.replace is not None:  # every weight at once, e.g. a GGUF mix (the tied embedding too)
+                report = stack.enter_context(phases.REPLACEMENTS[declared.replace](model, fmt, progress=progress))
+            else:
+                if declared.hook is not None:  # installed first, so that it multiplies with the float weights
+                    after_run = stack.enter_context(phases.HOOKS[declared.hook](model, options))
+                # calibration goes only to the methods that use it (RTN would spend it on per-layer errors), and
+                # the run options to the transform that reads them
+                transform_options = options if declared.transform is not None else {}
+                report = stack.enter_context(quantize_model(model, method, fmt, group_size, sym,
+                                                            calib if declared.calibration else None,
+                                                            progress=progress, **method_kw, **transform_options))
             point = {"method": method, "format": report.fmt, "group_size": report.group_size, "sym": report.sym,
                      "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes)}
         if act_format is not None:
-            stack.enter_context(activations.quantized_inputs(
-                model, act_format, rotation_seed=method_kw.get("seed", 0) if method == "rotation" else None))
+            basis = "plain" if declared is None else declared.activations
+            stack.enter_context(phases.ACTIVATIONS[basis](model, act_format, {**method_kw, **options}))
             point["act_format"] = act_format
         if kv_format is not None:
             stack.enter_context(activations.quantized_kv_cache(model, kv_format, kv_keys, kv_values, kv_group_size))
             point.update(kv_format=kv_format, kv_keys=kv_keys, kv_values=kv_values)
-        if method == "smoothquant":
-            point.update(alpha=alpha, smooth_linears=smooth_linears)
+        point.update(options)
         measured = score(model, tokenizer, **ppl_kw)
         point.update(ppl=measured.ppl, ppl_stderr=measured.ppl_stderr, tokens=measured.n_tokens)
         if reference is not None:
             from qtutor.eval.divergence import compare
 
             point.update(compare(model, reference))
-        if method == "llm_int8":
-            point.update(threshold=threshold, outlier_fraction=stats.outlier_fraction())
+        if after_run is not None:
+            point.update(after_run())
     if isinstance(baseline, Score):
         point.update(measured.compare(baseline))
     elif baseline is not None:

@@ -12,10 +12,10 @@ Families, one file each: ``integer`` (INT2..INT8), ``minifloat`` (FP16, BF16, FP
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 from qtutor.formats.base import Format
+from qtutor.formats.registry import by_name, names, register
 
 
 def _integer(bits: int) -> Callable[[], Format]:
@@ -36,32 +36,22 @@ def _from(module: str, name: str) -> Callable[[], Format]:
     return make
 
 
-_REGISTRY: dict[str, Callable[[], Format]] = {f"int{b}": _integer(b) for b in range(2, 9)}
-_REGISTRY.update({
-    name: _from("minifloat", name)
-    for name in ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1")
-})
-_REGISTRY.update({
-    name: _from("microscaling", name)
-    for name in ("mxfp4", "mxfp6", "mxfp6_e3m2", "mxfp8", "mxfp8_e5m2", "mxint8", "nvfp4")
-})
-_REGISTRY.update({name: _from("normalfloat", name) for name in ("nf4", "bnb_fp4")})
+for _bits in range(2, 9):
+    register(f"int{_bits}", _integer(_bits))
+for _name in ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"):
+    register(_name, _from("minifloat", _name))
+for _name in ("mxfp4", "mxfp6", "mxfp6_e3m2", "mxfp8", "mxfp8_e5m2", "mxint8", "nvfp4"):
+    register(_name, _from("microscaling", _name))
+for _name in ("nf4", "bnb_fp4"):
+    register(_name, _from("normalfloat", _name))
+del _bits, _name
 
 
-def names() -> list[str]:
-    """The name of every format, in the order the course meets them."""
-    return list(_REGISTRY)
-
-
-@functools.lru_cache(maxsize=None)
 def get(name: str) -> Format:
-    """The format called ``name`` (see :func:`names`). Format objects are stateless and shared."""
+    """The format called ``name`` (see :func:`names`); a Format is returned as it is. Formats are shared."""
     if isinstance(name, Format):
         return name
-    key = str(name).lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown format {name!r}; the formats are: {', '.join(_REGISTRY)}")
-    return _REGISTRY[key]()
+    return by_name(name)
 
 
 __all__ = ["Format", "get", "names"]

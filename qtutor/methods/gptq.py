@@ -27,6 +27,8 @@ Details that matter (all from the reference implementation):
   * dampening: H += lambda I with lambda = percdamp * mean(diag H) (default 1 %), because H from few tokens is
     singular or badly conditioned; if the Cholesky factorization still fails, lambda grows tenfold until it works;
   * dead inputs (diag H = 0, an input that is always 0) get H_ii = 1 and their weights set to 0;
+  * H is divided by the number of sequences there, by the number of tokens here: the same result unless some
+    input is dead (see :class:`Hessian`);
   * act-order: quantize columns by decreasing diag H (the inputs with the largest activations first, while many
     columns remain to absorb their error), then undo the permutation;
   * groups: a group's scale is chosen when its first column is reached, from the weights as updated so far
@@ -49,8 +51,9 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.backend import array_namespace
+from qtutor.backend import array_namespace, cholesky, cholesky_inverse
 from qtutor.formats import Format
+from qtutor.methods import Method
 from qtutor.tensor import QuantizedTensor
 
 # --------------------------------------------------------------------------------------------------------------
@@ -62,8 +65,12 @@ from qtutor.tensor import QuantizedTensor
 class Hessian:
     """Running H = (2 / n_tokens) * sum over tokens of x x^T, accumulated batch by batch in float64.
 
-    The overall scale of H does not change the result (dampening is relative to its diagonal and only ratios of
-    H^-1 enter the updates); it sets the scale of the reported loss, which is then ||W X - W_hat X||^2 / n_tokens.
+    Divided by tokens; the reference divides by *sequences* (its H is tokens-per-sequence times ours). While every
+    input is live the scale of H does not change the result: the dampening is a fraction of mean(diag H) and only
+    ratios of H^-1 enter the updates. It does once an input is dead (always 0): its H_dd is set to 1 whatever
+    the scale, and that 1 enters mean(diag H), so the live inputs are damped by a different fraction of their own
+    diagonal (with small activations the 1s can dominate the mean), and some weights round differently. The
+    scale also sets the reported loss, here ||W X - W_hat X||^2 / n_tokens.
     """
 
     in_features: int
@@ -129,11 +136,11 @@ def inverse_cholesky_upper(H: Any, percdamp: float = 0.01, n_tokens: int | None 
     for attempt in range(12):
         damped = H + damp * xp.eye(columns)
         try:
-            L = _cholesky(damped)
+            L = cholesky(damped)
             if not bool(xp.isfinite(L).all()):
                 raise np.linalg.LinAlgError("non-finite factor")
-            H_inverse = _cholesky_inverse(L)
-            U = _cholesky(H_inverse).T
+            H_inverse = cholesky_inverse(L)
+            U = cholesky(H_inverse).T
             if not bool(xp.isfinite(U).all()):
                 raise np.linalg.LinAlgError("non-finite factor")
         except np.linalg.LinAlgError:
@@ -160,39 +167,37 @@ def _warn_about_dead_inputs(H: Any, name: str) -> None:
                       "on other text, calibrate on more or other data", stacklevel=3)
 
 
-# On the CPU the two factorizations go through PyTorch's LAPACK (MKL, as the reference's torch.linalg): NumPy's
-# OpenBLAS potrf took 0.75-9 s for one 1536 x 1536 factor on 2 busy cores where MKL takes 0.2-0.4 s, and GPTQ
-# factorizes twice per layer.
-def _cholesky(A: Any) -> Any:
-    """The lower Cholesky factor of a symmetric positive definite A (LinAlgError if it is not)."""
-    if array_namespace(A) is not np:
-        return array_namespace(A).linalg.cholesky(A)
-    import torch
-
-    try:
-        return torch.linalg.cholesky(torch.from_numpy(np.ascontiguousarray(A))).numpy()
-    except torch.linalg.LinAlgError as error:
-        raise np.linalg.LinAlgError(str(error)) from None
+# --------------------------------------------------------------------------------------------------------------
+# 3. The textbook loop: one column at a time, every later column updated at once
+# --------------------------------------------------------------------------------------------------------------
 
 
-def _cholesky_inverse(L: Any) -> Any:
-    """(L L^T)^-1 = L^-T L^-1 from the lower Cholesky factor L: one triangular solve and one product.
-    (torch.cholesky_inverse, LAPACK's potri, took 1.6 s for a 1536 x 1536 factor on 2 cores; this takes 0.3 s.)"""
-    xp = array_namespace(L)
-    if xp is np:
-        import torch
-
-        L = torch.from_numpy(np.ascontiguousarray(L))
-        L_inverse = torch.linalg.solve_triangular(L, torch.eye(L.shape[0], dtype=L.dtype), upper=False)
-        return (L_inverse.T @ L_inverse).numpy()
-    from cupyx.scipy.linalg import solve_triangular
-
-    L_inverse = solve_triangular(L, xp.eye(L.shape[0], dtype=L.dtype), lower=True)
-    return L_inverse.T @ L_inverse
+def quantize_unblocked(W: Any, H: Any, fmt: Format, group_size: int = -1, sym: bool | None = None,
+                       percdamp: float = 0.01, dtype: Any = np.float64) -> Any:
+    """The algorithm with no lazy batches, no act-order: quantize column i, then update every later column at
+    once. Slow and plain; tests check that :class:`GPTQ` gives the same weights. Returns dequantized W_hat."""
+    sym = fmt.resolve_sym(sym)
+    W = np.array(W, dtype=dtype)
+    U, dead, _ = inverse_cholesky_upper(np.asarray(H), percdamp)
+    W[:, dead] = 0
+    fixed = None
+    if group_size in (-1, 0):
+        G = W if group_size == -1 else W.reshape(1, -1)
+        scale, zero = fmt.find_params(G, sym)
+        fixed = (np.broadcast_to(scale, (W.shape[0], 1)), None if zero is None else np.broadcast_to(zero, (W.shape[0], 1)))
+    Q = np.zeros_like(W)
+    for i in range(W.shape[1]):
+        if fixed is None and i % group_size == 0:
+            params = fmt.find_params(W[:, i:i + group_size], sym)
+        scale, zero = fixed or params
+        q = fmt.dequantize(fmt.quantize(W[:, i:i + 1], scale, zero), scale, zero)[:, 0]
+        Q[:, i] = q
+        W[:, i:] -= np.outer((W[:, i] - q) / U[i, i], U[i, i:])
+    return Q
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 3. The column loop, one column per step (the object an instructor drives in class)
+# 4. Lazy batches, one column per step (the object an instructor drives in class)
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -369,20 +374,7 @@ class GPTQ:
             steps.append(self.step())
         return steps
 
-    def run(self) -> QuantizedTensor:
-        """Quantize every remaining column and return the result.
-
-        On a GPU (W a CuPy array) with an integer format, whole blocks go through the kernel of
-        ``kernels/gptq.cu`` (one thread per row runs this column loop) and cuBLAS applies the lazy update;
-        everything else, and a block already begun, goes step by step."""
-        while not self.done:
-            if self._block_kernel_applies():
-                self._run_block_on_gpu()
-            else:
-                self.step()
-        return self.result()
-
-    # ---- the same block on the GPU ------------------------------------------------------------------------
+    # ---- the same block on the GPU: kernels/gptq.cu, whose NumPy twin is run_block (step by step) above -----
     def _on_gpu(self) -> bool:
         from qtutor.backend import is_cupy
 
@@ -445,6 +437,19 @@ class GPTQ:
         self.position = end
         self._flush_block()
 
+    def run(self) -> QuantizedTensor:
+        """Quantize every remaining column and return the result.
+
+        On a GPU (W a CuPy array) with an integer format, whole blocks go through the kernel of
+        ``kernels/gptq.cu`` (one thread per row runs this column loop) and cuBLAS applies the lazy update;
+        everything else, and a block already begun, goes step by step."""
+        while not self.done:
+            if self._block_kernel_applies():
+                self._run_block_on_gpu()
+            else:
+                self.step()
+        return self.result()
+
     # ---- results ------------------------------------------------------------------------------------------
     @property
     def loss(self) -> float:
@@ -492,7 +497,7 @@ class GPTQ:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 4. One call, and the textbook version it must agree with
+# 5. One call
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -508,58 +513,21 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
     return GPTQ(W, H, fmt, group_size, sym, blocksize, percdamp, act_order, static_groups, name=name).run()
 
 
-def quantize_unblocked(W: Any, H: Any, fmt: Format, group_size: int = -1, sym: bool | None = None,
-                       percdamp: float = 0.01, dtype: Any = np.float64) -> Any:
-    """The algorithm with no lazy batches, no act-order: quantize column i, then update every later column at
-    once. Slow and plain; tests check that :class:`GPTQ` gives the same weights. Returns dequantized W_hat."""
-    sym = fmt.resolve_sym(sym)
-    W = np.array(W, dtype=dtype)
-    U, dead, _ = inverse_cholesky_upper(np.asarray(H), percdamp)
-    W[:, dead] = 0
-    fixed = None
-    if group_size in (-1, 0):
-        G = W if group_size == -1 else W.reshape(1, -1)
-        scale, zero = fmt.find_params(G, sym)
-        fixed = (np.broadcast_to(scale, (W.shape[0], 1)), None if zero is None else np.broadcast_to(zero, (W.shape[0], 1)))
-    Q = np.zeros_like(W)
-    for i in range(W.shape[1]):
-        if fixed is None and i % group_size == 0:
-            params = fmt.find_params(W[:, i:i + group_size], sym)
-        scale, zero = fixed or params
-        q = fmt.dequantize(fmt.quantize(W[:, i:i + 1], scale, zero), scale, zero)[:, 0]
-        Q[:, i] = q
-        W[:, i:] -= np.outer((W[:, i] - q) / U[i, i], U[i, i:])
-    return Q
+# GPTQ needs calibration text and its layers' inputs, captured block by block: block i's inputs come from the model
+# with blocks < i already quantized (sequential, as the reference)
+METHOD = Method("gptq", quantize=quantize, calibration=True, layer_inputs=True, sequential=True)
 
 
-def layer_loss(W: Any, W_hat: Any, H: Any) -> float:
-    """The layer-wise objective tr((W - W_hat) H (W - W_hat)^T) / 2, i.e. ||W X - W_hat X||^2 / n_tokens."""
-    delta = np.asarray(W, dtype=np.float64) - np.asarray(W_hat, dtype=np.float64)
-    return float(np.einsum("ij,jk,ik->", delta, np.asarray(H, dtype=np.float64), delta) / 2)
+# ---- moved to qtutor.eval ----------------------------------------------------------------------------------------
+# The comparison helpers measure a result, they do not compute one: qtutor.eval.layer_error. The old names still
+# answer (notebook 06 calls gptq.layer_loss); new code imports them from there. tests/test_layers.py lists them.
+MOVED = {"layer_loss": "qtutor.eval.layer_error", "running_rtn_loss": "qtutor.eval.layer_error",
+         "gptq_vs_rtn": "qtutor.eval.layer_error"}
 
 
-def running_rtn_loss(W: Any, H: Any, fmt: Format, group_size: int = -1, sym: bool | None = None,
-                     order: Any = None) -> np.ndarray:
-    """RTN's objective as its columns are rounded one by one in ``order``: entry k is the loss with the first
-    k+1 columns rounded and the others exact. Drawn against GPTQ's running loss in the step-through widget."""
-    from qtutor.methods import rtn
+def __getattr__(name: str) -> Any:
+    if name in MOVED:
+        import importlib
 
-    W = np.asarray(W, dtype=np.float64)
-    delta = W - rtn.quantize(W.astype(np.float32), fmt, group_size, sym).dequantize()
-    order = np.arange(W.shape[1]) if order is None else np.asarray(order)
-    delta, H = delta[:, order], np.asarray(H, dtype=np.float64)[order][:, order]
-    # adding column k to the rounded set adds  1/2 delta_k^2 H_kk + sum_{j<k} delta_j H_jk delta_k  (summed over rows)
-    cross = delta @ np.triu(H, 1)  # column k: sum over j < k of delta_j H_jk
-    increments = 0.5 * (delta**2 * np.diag(H)).sum(axis=0) + (delta * cross).sum(axis=0)
-    return np.cumsum(increments)
-
-
-def gptq_vs_rtn(W: Any, X: Any, fmt: Format, group_size: int = 128, sym: bool | None = None, **options) -> dict:
-    """Layer output error ||W X - W_hat X||^2 / n_tokens of GPTQ and of RTN on the same grid."""
-    from qtutor.methods import rtn
-
-    H = Hessian(W.shape[-1]).add(X)
-    gptq_hat = quantize(W, fmt, group_size, sym, H=H, **options).dequantize()
-    rtn_hat = rtn.quantize(W, fmt, group_size, sym).dequantize()
-    return {"gptq": layer_loss(W, gptq_hat, H.H), "rtn": layer_loss(W, rtn_hat, H.H)}
-
+        return getattr(importlib.import_module(MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

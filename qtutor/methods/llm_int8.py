@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from qtutor.backend import array_namespace
+from qtutor.methods import Method
 from qtutor.tensor import QuantizedTensor
 
 DEFAULT_THRESHOLD = 6.0
@@ -159,11 +160,19 @@ def quantize(W: Any, fmt: Any = None, group_size: int | None = -1, sym: bool | N
              **_ignored) -> QuantizedTensor:
     """The weight side of LLM.int8() as a QuantizedTensor: INT8, symmetric, one scale per output channel.
 
-    (The activation side happens at run time, per token: :func:`matmul` simulates the whole product.)"""
+    (The activation side happens at run time, per token: :func:`matmul` simulates the whole product.) Another
+    format or granularity is an error: LLM.int8() defines its own."""
     from qtutor import formats
 
+    METHOD.resolve(fmt, group_size, sym)
     weight = quantize_weight(W)
     fmt8 = formats.get("int8")
     scales = (weight.absmax / np.float32(127)).astype(np.float32)
     return QuantizedTensor(weight.CB, scales, None, fmt8.name, -1, True, tuple(weight.CB.shape), "llm_int8",
                            {"absmax": weight.absmax, "scale_dtype": "float32"})
+
+
+# INT8 weights per output channel by definition; while the model runs, every linear computes the decomposed
+# product (the hook), with the outlier threshold as its option
+METHOD = Method("llm_int8", quantize=quantize, fixed={"fmt": "int8", "group_size": -1, "sym": True},
+                hook="llm_int8", options=("threshold",))

@@ -35,6 +35,7 @@ import numpy as np
 
 from qtutor.backend import array_namespace, is_cupy
 from qtutor.formats import Format
+from qtutor.methods import Method
 from qtutor.tensor import QuantizedTensor
 
 MAX_KERNEL_N = 8192  # the GPU transform keeps a row in 32 KiB of shared memory
@@ -147,3 +148,8 @@ class RotatedTensor(QuantizedTensor):
 
     def dequantize(self):
         return unrotate(self.format.decode(self), self.extra["seed"]).astype(np.float32)
+
+
+# W R rounded per tensor; at run time the activations are rounded in the same rotated basis, in the weights'
+# format unless another is asked (W4A4 with fmt="int4")
+METHOD = Method("rotation", quantize=quantize, activations="rotated", act_format="weights")

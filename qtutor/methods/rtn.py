@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from qtutor.formats import Format
+from qtutor.methods import Method
 from qtutor.tensor import QuantizedTensor
 
 
@@ -24,3 +25,6 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
     (RTN needs no data); ``format_options`` go to the format (e.g. ``double_quant=True`` for NF4)."""
     q = fmt.encode(W, group_size=group_size, sym=sym, **format_options)
     return QuantizedTensor(q.codes, q.scales, q.zeros, q.fmt, q.group_size, q.sym, q.shape, "rtn", q.extra)
+
+
+METHOD = Method("rtn", quantize=quantize)  # no data, no model phase: each weight on its own

@@ -17,7 +17,8 @@ migration strength alpha,
 The division of X is free: X comes out of a normalization layer (LayerNorm / RMSNorm) whose weight absorbs
 1/s. So only the linears right after a norm are smoothed (q, k, v after input_layernorm; gate, up after
 post_attention_layernorm); a scale is shared by every linear that reads the same X. (Scaling groups and the
-folding itself live in :mod:`qtutor.model.scaling`, shared with AWQ.)
+folding itself live in :mod:`qtutor.model.scaling`, shared with AWQ; smoothing a whole model is
+:func:`qtutor.model.smoothing.smooth_model`.)
 
 Then W8A8: weights INT8 per output channel, activations INT8 per token, computed on the fly (dynamic),
 INT8 x INT8 products accumulated in INT32 and rescaled by (activation scale x weight scale).
@@ -29,9 +30,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from qtutor.backend import array_namespace
-from qtutor.model.scaling import SCALING_GROUPS, ScaledModel, scaling_groups
+from qtutor.methods import Method
 
-CLAMP = 1e-5  # the reference clamps both maxima and the scale, so a dead channel cannot give 0 or inf
+# The reference (smooth_ln_fcs) clamps the weight maxima and the final scale at 1e-5, so that a dead weight column
+# cannot divide by 0 and no s is 0; it does not clamp the activation maxima. Ours clamps those too: the same s
+# unless a channel's max|X_j| stays below 1e-5 (a dead channel), where ours computes s from 1e-5 and the reference
+# from max|X_j| itself (floored at 1e-5 afterwards). The W8A8 quantizers below clamp each row's max|x| at 1e-5, as the
+# reference's fake_quant does.
+CLAMP = 1e-5
 
 
 def check_alpha(alpha: float) -> float:
@@ -49,7 +55,8 @@ def activation_scales(X: Any) -> Any:
 
 
 def smoothing_scales(act_absmax: Any, weights: Sequence[Any], alpha: float = 0.5) -> Any:
-    """s_j = clamp(max|X_j|^alpha / max_over_fcs(max|W_j|)^(1 - alpha), 1e-5) for the linears reading X."""
+    """s_j = clamp(max|X_j|^alpha / max_over_fcs(max|W_j|)^(1 - alpha), 1e-5) for the linears reading X, each
+    maximum clamped at 1e-5 first (the reference clamps only the weight maxima: see ``CLAMP``)."""
     alpha = check_alpha(alpha)
     xp = array_namespace(act_absmax)
     weight_absmax = None
@@ -109,41 +116,22 @@ def difficulty(X: Any, W: Any) -> dict:
     return {"activation": float(act.max() / xp.median(act)), "weight": float(weight.max() / xp.median(weight))}
 
 
-# ---- the whole model: fold the scales into the norms (and, optionally, into the linears before) ---------------------
-def smooth_model(model: Any, calib: Any, alpha: float = 0.5, linear_sources: bool = False) -> ScaledModel:
-    """Smooth every scaling group of ``model`` in place (``smooth_ln_fcs``); returns a restorable handle.
+# SmoothQuant has no weight quantizer of its own: it smooths the model (the transform, from max|X_j| on the
+# calibration text), then RTN rounds the weights and the activations are rounded at run time (INT8 by default)
+METHOD = Method("smoothquant", weights="rtn", calibration=True, transform="smoothing", act_format="int8",
+                options=("alpha", "smooth_linears"))
 
-    max|X_j| comes from running ``calib`` (token ids, n_samples x seq_len) through the unmodified model, and
-    every s is computed from the original weights before any is folded (norm weight and bias / s, each reader's
-    column j x s_j). The float model computes the same function as before, up to float rounding; only the
-    quantization difficulty moves. ``linear_sources=True`` also smooths the inputs of o_proj (folded into
-    v_proj) and down_proj (folded into up_proj), which the paper leaves alone; see
-    :mod:`qtutor.model.scaling`."""
-    from qtutor.model import capture_inputs, find_layer, get_weight
 
-    alpha = check_alpha(alpha)
-    if calib is None:
-        raise ValueError("SmoothQuant needs calibration data: calib=qt.data.calibration(n_samples=32, seq_len=256)")
-    groups = scaling_groups(model, linear_sources)
-    if not groups:
-        raise ValueError("no norm followed by linear layers found; SmoothQuant knows Llama-, OPT- and GPT-2-style "
-                         f"blocks ({', '.join(sorted({source for source, _, _ in SCALING_GROUPS}))})")
-    inputs = capture_inputs(model, calib, [group.readers[0] for group in groups])
-    found = []
-    for group in groups:
-        X = inputs[group.readers[0]]
-        if X.shape[0] == 0:
-            raise ValueError(f"no calibration activations reached {group.readers[0]}: give longer calibration text")
-        weights = [get_weight(find_layer(model, reader)) for reader in group.readers]
-        found.append((group, X, weights, smoothing_scales(activation_scales(X), weights, alpha)))
-    smoothed = ScaledModel(model)
-    try:
-        for group, X, weights, s in found:
-            smoothed.apply(group, s)
-            smoothed.difficulty[group.source] = {
-                "before": difficulty(X, np.concatenate(weights, axis=0)),
-                "after": difficulty(X / s, np.concatenate([W * s[None, :] for W in weights], axis=0))}
-    except BaseException:
-        smoothed.restore()
-        raise
-    return smoothed
+# ---- moved to the model layer ------------------------------------------------------------------------------------
+# Methods take arrays and give arrays; smoothing a whole model runs it and edits its norms, so smooth_model lives in
+# qtutor.model.smoothing. The old name still answers (notebook 08 calls smoothquant.smooth_model); new code imports
+# it from there. tests/test_layers.py lists every such alias.
+MOVED = {"smooth_model": "qtutor.model.smoothing"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

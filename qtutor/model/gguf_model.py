@@ -33,7 +33,7 @@ import numpy as np
 
 from qtutor.methods.gguf.export import HF_TO_GGUF
 from qtutor.methods.gguf.reader import GGUFFile, dequantize_tensor, read_gguf
-from qtutor.model.loading import ModelNotAvailableError
+from qtutor.model.errors import ModelNotAvailableError
 
 # GGUF models that ship inside a PyPI wheel: name -> (package, file, the command that installs it)
 PACKAGED = {

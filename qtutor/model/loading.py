@@ -10,11 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from qtutor.model.errors import ModelNotAvailableError
+
 TINY_DIR = Path(__file__).resolve().parents[1] / "zoo" / "tiny"
-
-
-class ModelNotAvailableError(OSError):
-    """The model asked for is not on this machine (and downloads are off)."""
 
 
 class ModelPathError(ModelNotAvailableError, FileNotFoundError):

@@ -9,9 +9,12 @@ Fake quantization: each weight is replaced by its dequantized value, so the floa
 what a quantized kernel would (up to the kernel's own rounding), and perplexity measures the format's and the
 method's error, nothing else.
 
-Calibrated methods (GPTQ, AWQ) see each layer's inputs. GPTQ here is *sequential* as in the reference: the
-blocks (decoder layers) are processed in order, and the inputs of block i are captured with blocks < i already
-quantized, so later layers learn to live with the earlier layers' errors.
+What a method needs and does comes from its declaration (``qtutor.methods.<name>.METHOD``): calibrated
+methods refuse to run without ``calib``; those that read their layers' inputs (GPTQ, AWQ) get them captured from
+the calibration text; a *sequential* one (GPTQ, as in the reference) gets them block by block, the inputs of
+block i captured with blocks < i already quantized, so later layers learn to live with the earlier layers'
+errors; a method with a model transform (AWQ's folded scales, SmoothQuant's smoothing; :mod:`qtutor.model.phases`)
+has it applied first, and ``restore()`` undoes both.
 """
 from __future__ import annotations
 
@@ -22,9 +25,7 @@ from typing import Any
 import numpy as np
 
 from qtutor import formats
-from qtutor.methods import get as get_method
-
-CALIBRATED = {"gptq", "awq"}
+from qtutor.methods import declaration
 
 
 @dataclass
@@ -54,7 +55,7 @@ class QuantizationReport:
     tensors: dict = field(default_factory=dict)  # name -> QuantizedTensor (kept when keep_tensors=True)
     backup: Any = None
     seconds: float = 0.0
-    scaling: Any = None  # AWQ: the scales folded into the model (a qtutor.model.scaling.ScaledModel)
+    scaling: Any = None  # the method's model transform, if it has one (AWQ's folded scales, SmoothQuant's smoothing)
 
     @property
     def bits_per_weight(self) -> float:
@@ -92,7 +93,7 @@ class QuantizationReport:
 
 
 class Restorables:
-    """Several restorable changes undone as one (AWQ: the folded scales and the quantized weights)."""
+    """Several restorable changes undone as one (a transform, e.g. AWQ's folded scales, and the quantized weights)."""
 
     def __init__(self, *parts: Any):
         self.parts = parts
@@ -102,23 +103,32 @@ class Restorables:
             part.restore()
 
 
-def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_size: Any = "default",
+def quantize_model(model: Any, method: str = "rtn", fmt: Any = "default", group_size: Any = "default",
                    sym: bool | None = None, calib: Any = None, *, skip: tuple[str, ...] = ("lm_head",),
                    layers: list[str] | None = None, keep_tensors: bool = False, progress: bool = True,
                    **method_kw) -> QuantizationReport:
     """Fake-quantize every linear layer of ``model`` (except roles in ``skip``) and report per layer.
 
-    ``calib``: calibration token ids (n_samples x seq_len, e.g. ``qt.data.calibration(32, 256)``); required by
-    GPTQ and AWQ, optional for RTN (then the report also gives each layer's output error).
+    ``fmt="default"``: INT4, or the format the method defines (LLM.int8(): INT8 per channel). ``calib``:
+    calibration token ids (n_samples x seq_len, e.g. ``qt.data.calibration(32, 256)``); required by the
+    calibrated methods (GPTQ, AWQ, SmoothQuant), optional for RTN (then the report also gives each layer's output
+    error). ``method_kw`` go to the method's transform (which takes its own, e.g. AWQ's ``search_tokens``) and to
+    its per-tensor quantizer.
     """
     from tqdm.auto import tqdm
 
     from qtutor.model import WeightBackup, blockwise_inputs, capture_inputs, get_weight, linear_layers, set_weight
+    from qtutor.model.phases import TRANSFORMS
 
-    method = str(method).lower()
-    quantizer = get_method(method)
+    declared = declaration(method)
+    method = declared.name
+    quantizer = declared.quantize or (declaration(declared.weights).quantize if declared.weights else None)
+    if quantizer is None:
+        raise ValueError(f"{method} has no per-layer quantizer: it replaces the model's weights as a whole; measure "
+                         f"it with qtutor.eval.sweep.evaluate(model, tokenizer, {method!r}, fmt)")
+    fmt, group_size, sym = declared.resolve(fmt, group_size, sym)
     fmt_object = formats.get(fmt)
-    if method in CALIBRATED and calib is None:
+    if declared.calibration and calib is None:
         raise ValueError(f"{method} needs calibration data: calib=qt.data.calibration(n_samples=32, seq_len=256)")
     targets = [layer for layer in linear_layers(model)
                if layer.role not in skip and (layers is None or layer.name in layers)]
@@ -129,25 +139,19 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
     backup = WeightBackup(model, [layer.name for layer in targets])
     report = QuantizationReport(method, fmt_object.name, group_size, sym, backup=backup)
     started = time.time()
-    prescaled: set[str] = set()
-    scope = method_kw.pop("scope", "block")
-    if scope not in ("block", "layer"):
-        raise ValueError(f"scope={scope!r}: AWQ searches its scales per 'block' (the reference) or per 'layer'")
-    if method == "awq" and layers is None and scope == "block":
-        # AWQ as the reference: one scale per scaling group (q/k/v share one), searched on the block's output and
-        # folded into the norms and linears before; then each layer only clips and rounds
-        from qtutor.methods.awq import scale_model
-
-        scaled = scale_model(model, calib, fmt_object, group_size, sym, skip=skip, progress=progress,
-                             duo_scaling=method_kw.get("duo_scaling", False),
-                             search_tokens=method_kw.pop("search_tokens", None))
-        report.backup, report.scaling = Restorables(scaled, backup), scaled
-        prescaled = {reader for group in scaled.groups for reader in group.readers}
-    # sequential (GPTQ): capture a block's inputs after the earlier blocks are quantized; otherwise capture once
-    sequential = method == "gptq"
-    if calib is None:
+    layer_options: dict[str, dict] = {}
+    if declared.transform is not None:
+        transformed = TRANSFORMS[declared.transform](model, calib, fmt_object, group_size, sym, method_kw,
+                                                     layers=layers, skip=skip, progress=progress)
+        if transformed is not None:
+            report.backup, report.scaling = Restorables(transformed.handle, backup), transformed.handle
+            layer_options = transformed.layer_options
+    # the layers' inputs: for a method that reads them, and for any other given calib (the per-layer output
+    # errors), but not when calib only feeds the transform (SmoothQuant: every layer's inputs would be GBs)
+    wants_inputs = calib is not None and (declared.layer_inputs or not declared.calibration)
+    if not wants_inputs:
         batches = iter([(None, {})])
-    elif sequential:  # block by block, each block fed by the blocks before it, already quantized
+    elif declared.sequential:  # block by block, each block fed by the blocks before it, already quantized
         batches = blockwise_inputs(model, calib, targets)
     else:
         batches = iter([(None, capture_inputs(model, calib, [layer.name for layer in targets]))])
@@ -160,9 +164,8 @@ def quantize_model(model: Any, method: str = "rtn", fmt: str = "int4", group_siz
                 W = get_weight(layer)
                 X = inputs.get(layer.name)
                 t0 = time.time()
-                extra = {"prescaled": True} if layer.name in prescaled else {}
-                q = quantizer.quantize(W, fmt_object, group_size=group_size, sym=sym, calib=X, name=layer.name,
-                                       **method_kw, **extra)
+                options = {**method_kw, **layer_options.get(layer.name, {})}
+                q = quantizer(W, fmt_object, group_size=group_size, sym=sym, calib=X, name=layer.name, **options)
                 W_hat = np.asarray(q.dequantize(), dtype=np.float32)
                 set_weight(layer, W_hat)
                 report.layers.append(LayerResult(

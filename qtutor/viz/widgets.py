@@ -240,6 +240,7 @@ class GPTQStepper:
     def __init__(self, W: np.ndarray, X: np.ndarray, fmt: str = "int3", group_size: int = -1, blocksize: int = 128,
                  act_order: bool = False, annotate: bool | None = None):
         from qtutor import formats
+        from qtutor.eval.layer_error import running_rtn_loss
         from qtutor.methods import gptq
 
         widgets = _widgets()
@@ -247,8 +248,7 @@ class GPTQStepper:
         self.hessian = gptq.Hessian(self.W.shape[1]).add(X)
         self.solver = gptq.GPTQ(self.W, self.hessian, formats.get(fmt), group_size, blocksize=blocksize,
                                 act_order=act_order)
-        self.rtn_loss = gptq.running_rtn_loss(self.W, self.hessian.H, formats.get(fmt), group_size,
-                                              order=self.solver.perm)
+        self.rtn_loss = running_rtn_loss(self.W, self.hessian.H, formats.get(fmt), group_size, order=self.solver.perm)
         self.annotate = self.W.size <= 256 if annotate is None else annotate
         self.last_step = None
         self.output = widgets.Output()
@@ -753,9 +753,10 @@ class QuantizationExplorer:
     def measure(self, method: str, bits: int, group: str) -> dict:
         """The point for these settings: quantize, score the slice, restore (``evaluate``)."""
         from qtutor.eval.sweep import evaluate
+        from qtutor.methods import declaration
 
         name, bits, group_size = self.key(method, bits, group)
-        if name != "rtn" and self.calib is None:
+        if declaration(name).calibration and self.calib is None:
             raise ValueError(f"{method} needs calibration data: give the explorer calib=qt.data.calibration(...)")
         return evaluate(self.model, self.tokenizer, name, f"int{bits}", group_size, **self.window,
                         calib=self.calib, baseline=self.baseline, progress=True)

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from qtutor.methods import Method
 from qtutor.methods.gguf import kquants, legacy
 from qtutor.methods.gguf.layouts import BLOCK, WEIGHTS_PER_BLOCK, bits_per_weight
+from qtutor.methods.gguf.mixes import check_mix
 from qtutor.tensor import QuantizedTensor
 
 TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
@@ -155,6 +157,10 @@ def importance_matrix(X: Any) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     return (X.astype(np.float64) ** 2).mean(axis=0).astype(np.float32)
 
+
+# As a method of a whole model, GGUF is a replacement: ``fmt`` names a mix (Q4_K_M ...) that gives each tensor its
+# block type, and every weight, the tied embedding too, becomes what its blocks decode to (qtutor.model.phases)
+METHOD = Method("gguf", replace="gguf_mix", check_fmt=check_mix)
 
 __all__ = ["GGUFTensor", "TYPES", "block_info", "dequantize", "importance_matrix", "quantize", "quantize_tensor",
            "type_names"]
