@@ -290,9 +290,9 @@ def test_the_cli_calibrates_in_the_models_own_tokenizer(smollm2_tokenizer):
     from qtutor import cli
 
     args = argparse.Namespace(calib_samples=4, calib_source="wiki")
-    windows = cli._calibration(args, "gptq", smollm2_tokenizer)
+    windows = cli._calibration(args, ["gptq"], smollm2_tokenizer)
     assert np.array_equal(windows, data.calibration(4, 256, source="wiki", tokenizer=smollm2_tokenizer))
-    assert cli._calibration(args, "rtn", smollm2_tokenizer) is None
+    assert cli._calibration(args, ["rtn", None], smollm2_tokenizer) is None
 
 
 @pytest.mark.slow
