@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 
 import qtutor as qt
+from qtutor import zoo
 from qtutor.eval.divergence import reference
 from qtutor.eval.outliers import outlier_table
 from qtutor.eval.perplexity import score
 from qtutor.eval.sweep import TOUR, evaluate
 from qtutor.model.gguf_model import PACKAGED, gguf_path
 
-CARD = Path(__file__).resolve().parents[1] / "qtutor" / "zoo" / "MODEL_CARD_SMOLLM2.md"
-MEASUREMENTS = CARD.with_name("smollm2_measurements.json")  # the same figures as data (notebook 15 reads them)
+MEASUREMENTS = zoo.MEASUREMENTS["smollm2"]  # the figures as data, where qt.zoo.measurements reads them (notebook 15)
+CARD = zoo.HERE / "MODEL_CARD_SMOLLM2.md"
 CTX, STRIDE = 512, 256
 VARIANTS = TOUR[1:] + [("INT4 g32 asym (Q4_1's grid)", "rtn", "int4", 32, False)]
 CALIBRATED = [("INT4 g64", "int4", 64), ("INT3 g64", "int3", 64)]  # the rows GPTQ and AWQ are run on
