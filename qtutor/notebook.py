@@ -50,17 +50,18 @@ class ClaimFailed(AssertionError):
     """A lesson's claim does not hold on the numbers this run measured."""
 
 
-def claim(statement: str, holds: Any) -> bool:
+def claim(statement: str, holds: Any) -> None:
     """Check a lesson's claim on the numbers just measured, and print it.
 
     A checked notebook cell prints claims, not last digits: the statement is the same text on every machine,
     and the cell fails (nbval reports it) when the claim stops holding, e.g. when a method no longer beats
     another. Write the margin into the claim (``kl_awq < 0.9 * kl_rtn``, "a tenth lower"), so that the noise of
-    one processor's float sums cannot flip it."""
+    one processor's float sums cannot flip it.
+
+    Returns nothing, so that a claim on a cell's last line adds no ``True`` under the sentence it printed."""
     if not bool(holds):
         raise ClaimFailed(f"the lesson claims: {statement!r}, and this run's numbers do not show it")
     print(f"holds: {statement}")
-    return True
 
 
 def banner() -> str:

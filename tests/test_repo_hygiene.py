@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +51,16 @@ def test_ci_runs_the_readmes_test_command_verbatim():
     commands = re.findall(r"```bash\n(python -m pip install[^\n]*pytest[^\n]*)\n```", readme)
     assert len(commands) == 1, "the README's second command: install the test extras and run the suite"
     assert commands[0] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_a_solution_cell_is_built_with_its_source_folded_and_nbval_still_runs_it():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "tools" / "build_notebooks.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    cells = builder.parse('# %% [markdown]\n# Exercise: 6 x 7?\n\n# %% tags=["solution"]\nprint(6 * 7)\n\n# %%\nx = 1\n')
+    assert [c.cell_type for c in cells] == ["markdown", "code", "code"]
+    assert cells[1].metadata["jupyter"] == {"source_hidden": True} and cells[1].source == "print(6 * 7)"
+    assert "jupyter" not in cells[2].metadata and "nbval-skip" not in cells[1].metadata["tags"]
+

@@ -18,6 +18,9 @@ Source format (a subset of jupytext's py:percent):
 
     # %% tags=["nbval-check-output"]
     print(1 + 1)
+
+    # %% tags=["solution"]
+    answer = 6 * 7   # an exercise's solution: its source starts collapsed in JupyterLab, and nbval runs it
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "notebooks" / "src"
 OUTPUT = ROOT / "notebooks"
+SOLUTION = "solution"  # the tag of a cell that answers an exercise
 CELL_MARKER = re.compile(r"^# %%(?P<markdown> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$")
 
 
@@ -51,6 +55,8 @@ def parse(text: str) -> list:
             cell = nbformat.v4.new_code_cell(body)
         if tags:
             cell.metadata["tags"] = tags
+        if SOLUTION in tags:  # JupyterLab opens the cell with its source folded away; the output stays visible
+            cell.metadata["jupyter"] = {"source_hidden": True}
         cells.append(cell)
 
     for line in text.splitlines():
