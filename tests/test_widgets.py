@@ -32,6 +32,21 @@ def test_format_explorer_places_a_number_on_the_grid():
     assert app.state["stored"] == 6.0 and app.state["levels"] == 15
 
 
+def test_format_explorer_shows_fp16_overflowing_where_bf16_keeps_the_range_and_bf16_losing_digits():
+    app = widgets.FormatExplorer(name="fp16", value=70000.0)
+    assert "fp16" in app.controls["name"].options and "bf16" in app.controls["name"].options
+    assert app.state["stored"] == np.inf and "overflows fp16" in app.summary.value
+    app.controls["name"].value = "bf16"
+    assert app.state["stored"] == 70144.0 and "overflows" not in app.summary.value
+    app.controls["value"].value = 1 / 3
+    bf16_error = abs(app.state["error"])
+    app.controls["name"].value = "fp16"
+    assert abs(app.state["error"]) < bf16_error / 4  # 10 mantissa bits against 7
+    shown = widgets.grid_near(app.state["grid"], 1 / 3)
+    assert shown.size == 16 and shown.min() < 1 / 3 < shown.max()
+    assert np.allclose(np.diff(shown), 2.0 ** -12)  # fp16's spacing in [1/4, 1/2): 2^-2 / 2^10
+
+
 def test_gptq_stepper_buttons_walk_the_columns():
     rng = np.random.default_rng(1)
     W, X = rng.standard_normal((8, 16)).astype(np.float32), rng.standard_normal((64, 16)).astype(np.float32)
@@ -81,16 +96,20 @@ def test_method_advisor_answers_every_control():
     rows = [{"method": "gguf", "format": "Q6_K", "delta_pct": 0.4}, {"method": "gguf", "format": "Q4_K_M",
                                                                      "delta_pct": 2.5}]
     app = widgets.MethodAdvisor(rows, hardware="cpu", size="8B", memory_gb=8, measured_on="SmolLM2-135M")
-    assert app.state["advice"].choice.fmt == "Q6_K" and "SmolLM2-135M measured +0.4 %" in app.summary.value
-    app.controls["memory_gb"].value = 6
-    assert app.state["advice"].choice.fmt == "Q4_K_M" and "+2.5 %" in app.summary.value
+    assert app.state["advice"].choice.fmt == "Q4_K_M" and "SmolLM2-135M measured +2.5 %" in app.summary.value
+    app.controls["headroom_gb"].value = 0.0
+    app.controls["context"].value = 0  # the bare 8 GB, no cache: Q6_K's 7.2 GB fits
+    assert app.state["advice"].choice.fmt == "Q6_K" and "+0.4 %" in app.summary.value
+    app.controls["context"].value = 131072  # a 17 GB cache fits nowhere in 8 GB
+    assert app.state["advice"].choice is None and "shorter context" in app.summary.value
+    app.controls["context"].value = 4096
     app.controls["memory_gb"].value = 2
     assert app.state["advice"].choice is None and "Nothing fits" in app.summary.value
     app.controls["finetune"].value = True  # fine-tuning on a CPU: refused with a message, no traceback
     assert "NVIDIA GPU" in app.state["error"] and "NVIDIA GPU" in app.message.value
     app.controls["hardware"].value = "hopper"
-    app.controls["memory_gb"].value = 8  # QLoRA: NF4 base weights, 8B x 4.5 bits x 1.1 = 5 GB
-    assert app.state["advice"].choice.fmt == "nf4" and app.state["advice"].gb == pytest.approx(4.95)
+    app.controls["memory_gb"].value = 8  # QLoRA: NF4 base weights, 8B x 4.5 bits x 1.1 = 5 GB, + 0.54 GB cache
+    assert app.state["advice"].choice.fmt == "nf4" and app.state["advice"].gb == pytest.approx(4.95 + 0.537, abs=1e-3)
 
 
 def salient_layer():

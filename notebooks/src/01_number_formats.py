@@ -99,6 +99,32 @@ for name, saturate in [("fp8_e4m3", False), ("fp8_e4m3", True), ("fp8_e5m2", Fal
     print(f"{name:9s} saturate={saturate!s:5s}", fmt.values(fmt.cast(x, saturate=saturate)))
 
 # %% [markdown]
+# ## Sixteen bits, two trade-offs: FP16 against BF16
+#
+# Both 16-bit floats spend one bit on the sign; they split the other fifteen differently. **FP16** (IEEE half)
+# has 5 exponent bits and 10 fraction bits: fine steps, but nothing above 65,504. **BF16** ("brain float", Google)
+# keeps float32's 8 exponent bits, so it reaches the same ~3.4·10³⁸, and is left with 7 fraction bits: steps 8×
+# coarser. Training wants range (a gradient or an activation above 65,504 becomes `inf` in FP16 and poisons
+# everything after it; FP16 training needs loss scaling), so modern models are trained and shipped in BF16;
+# FP16 keeps three more significant bits for values in its range.
+
+# %% tags=["nbval-check-output"]
+fp16, bf16 = qt.formats.get("fp16"), qt.formats.get("bf16")
+print(f"{'':14s}{'exp bits':>9s}{'fraction bits':>15s}{'largest':>12s}{'smallest normal':>17s}")
+for fmt, (e, m) in ((fp16, (5, 10)), (bf16, (8, 7))):
+    print(f"{fmt.name:14s}{e:9d}{m:15d}{fmt.max_value:12.6g}{2.0 ** (2 - 2 ** (e - 1)):17.3g}")
+for x in (70000.0, 1e-6, 1 / 3, 3000.7):
+    stored = {fmt.name: float(fmt.values(fmt.cast(np.float32([x])))[0]) for fmt in (fp16, bf16)}
+    print(f"x = {x:<12.8g} fp16 -> {stored['fp16']:<14.8g} bf16 -> {stored['bf16']:<14.8g}")
+
+# %% [markdown]
+# Read it row by row: **70,000** overflows FP16 to `inf` and lands on 70,144 in BF16 (range); **1/3** keeps about
+# three decimal digits in FP16 and two in BF16 (precision); **3000.7** shows BF16's steps of 16 at that size
+# against FP16's 2. Tiny values like 10⁻⁶ survive in both, as FP16 subnormals or BF16 normals. Choose BF16
+# where values may be large (activations, training); for weights, which are small and bounded, either is fine,
+# and both count as the "unquantized" 16-bit baseline of every table in this course.
+
+# %% [markdown]
 # ## Four bits, four ideas
 #
 # Sixteen codes cannot cover a weight matrix's range on their own: every 4-bit format shares a **scale**
@@ -134,7 +160,8 @@ print("MXFP4 of [7.0, 6.9, 4.0, 0 ...] ->", qt.formats.get("mxfp4").encode(block
 # %% [markdown]
 # ## Try it
 # Pick a format and type a number: the ticks are the format's values (no scale), the coloured lines your
-# number and what gets stored. The static figure below shows the default.
+# number and what gets stored. FP16 and BF16 have too many values to draw, so for them the line zooms in on
+# the 16 values around your number; try 70000 in both. The static figure below shows the default.
 
 # %% tags=["nbval-ignore-output"]
 widgets.FormatExplorer(name="fp8_e4m3", value=0.3)

@@ -211,6 +211,45 @@ claim("AWQ: the calibration text changes its error by less than 5 % on either ev
 # (Lin et al., 2023, who measured GPTQ degrading more than AWQ when calibration and evaluation differ). The
 # practical rule: calibrate on text like the text the model will serve (chat, code, another language), measure
 # on that text too, and never on the evaluation text itself.
+
+# %% [markdown]
+# ## Is a difference worth worrying about? The "+0.5–1 point" rule against the noise
+#
+# Practitioners' rule of thumb: a quantized model within **+0.5–1 perplexity point** of its float original is
+# acceptable. Two things decide what that rule means on a given model and text, and both can be measured here.
+#
+# * **Points are not percent.** Llama-2-7B scores about 5.5 on WikiText-2; there one point is +18 %. SmolLM2 scores
+#   25.7 on this slice; one point is +4 %. The rule is a percentage in disguise, and a different one per model.
+# * **The noise decides what can be told apart.** A perplexity measured on a few thousand tokens has a standard
+#   error (the ± above, from the per-token losses, as llama.cpp's `perplexity` prints it). Two perplexities on
+#   *different* text can only be compared within that ±; a quantized model and its float original on the *same*
+#   tokens share most of their ups and downs, and the standard error of their difference (the paired ± of the
+#   change column) is far smaller.
+
+# %%
+one_point_pct = 100 / float_point["ppl"]
+unpaired_pct = 100 * float_point["ppl_stderr"] / float_point["ppl"]
+paired = {label: by_label[label] for label in ("INT8 per-channel", "Q8_0", "Q6_K", "Q4_K_M", "INT4 g64 asym")}
+print(f"float {float_point['ppl']:.2f} +- {float_point['ppl_stderr']:.2f} on {by_label['Q8_0']['tokens']} tokens: "
+      f"one point is {one_point_pct:.1f} %, half a point {one_point_pct / 2:.1f} %;"
+      f" one standard error of the perplexity itself is {unpaired_pct:.1f} %")
+for label, row in paired.items():
+    points = row["ppl"] - float_point["ppl"]
+    verdict = "within 0.5 point" if points <= 0.5 else "within 1 point" if points <= 1 else "over 1 point"
+    print(f"  {label:18s} {points:+6.2f} points = {qt.notebook.percent(row['delta_pct'])} +- "
+          f"{row['delta_pct_stderr']:.2f} (paired): {verdict}")
+
+# %% tags=["nbval-check-output"]
+claim("on this slice one perplexity point is between 2 and 8 % of SmolLM2's perplexity, and the standard error of "
+      "one perplexity is larger than half a point", 2 < one_point_pct < 8 and float_point["ppl_stderr"] > 0.5)
+claim("paired standard errors of the change are at least four times smaller than one perplexity's own, for the "
+      "8-bit rows and Q4_K_M",
+      all(4 * paired[label]["delta_pct_stderr"] < unpaired_pct for label in ("INT8 per-channel", "Q8_0", "Q4_K_M")))
+
+# %% [markdown]
+# So on SmolLM2 the rule reads "within 2–4 %", and the paired ± says which rows pass it for certain. Had the
+# quantized model been scored on other text than the float one, a one-point difference would hide inside the
+# ± of either measurement: compare on the same tokens, always, and report the ± of the difference.
 #
 # ## The decision rule
 #
@@ -218,28 +257,53 @@ claim("AWQ: the calibration text changes its error by less than 5 % on either ev
 # decides which formats have fast kernels), *does it fit* (most bits first; the first candidate within the memory
 # wins), *is it good enough* (the typical loss of that bit-width on 7B–70B models against your tolerance), and *is
 # there calibration data* (GPTQ, AWQ or an importance matrix below 5 bits; rounding with small groups without).
-# Its docstring states the rule in full.
+# Fine-tuning is its own branch (QLoRA: adapters on frozen NF4 weights, bitsandbytes' format); a loss beyond your
+# tolerance points to a smaller model at more bits or to quantization-aware training. Its docstring states the
+# rule in full.
 #
-# Move the controls: the bars are the memory each candidate needs, the dashed line your budget, the red bar the
-# choice; the line above the chart says what SmolLM2 measured for the same method and format (above).
+# **Does it fit** counts what a running model holds, not just its weights: the weights in the format, 10 % for
+# activations and the runtime, the **KV cache** at your context length, and the memory the **system keeps** (the
+# operating system, a browser: about 2 GB on a laptop). For an 8B model (Llama 3.1 8B's shape: 32 layers, 8
+# key/value heads of 128 channels) on an 8 GB laptop at 4,096 tokens:
+
+# %% tags=["nbval-check-output"]
+laptop = advisor.recommend(8e9, memory_gb=8, hardware="cpu", context=4096)
+layers, kv_heads, head_dim = advisor.typical_architecture(8e9)
+print(f"KV cache: 2 x {layers} layers x {kv_heads} heads x {head_dim} channels x 4096 tokens x 2 bytes = "
+      f"{laptop.kv_cache_gb:.2f} GB;  free for the model: 8 - {laptop.headroom_gb:g} = {laptop.usable_gb:g} GB")
+for row in laptop.considered:
+    print(f"  {row['label']:18s} 8e9 x {row['bits_per_weight']:6.3f} / 8 x 1.1 + {laptop.kv_cache_gb:.2f} = "
+          f"{row['gb']:5.2f} GB  {'fits' if row['fits'] else 'does not fit'}")
+print("choice:", laptop.choice.label)
+
+# %% [markdown]
+# Q6_K's 7.2 GB of weights would fit the bare 8 GB, which is what a rule counting weights alone would pick; with
+# the system's share and the cache counted, Q4_K_M is the largest mix that runs, the answer local-LLM guides give
+# for this laptop.
+#
+# Move the controls: the bars are the memory each candidate needs (grey: its KV cache), the dotted line the
+# machine's memory, the dashed line what the system leaves free, the red bar the choice; the line above the chart
+# says what SmolLM2 measured for the same method and format (above).
 
 # %% tags=["nbval-ignore-output"]
 widgets.MethodAdvisor(rows, hardware="cpu", size="8B", memory_gb=8, measured_on="SmolLM2-135M")
 
 # %% [markdown]
-# The same rule for six common situations (memory in GB; the rule depends on no measurement, so these lines are
-# checked when the notebook is tested):
+# The same rule for common situations (memory in GB, 4,096 tokens of context; the rule depends on no
+# measurement, so these lines are checked when the notebook is tested):
 
 # %% tags=["nbval-check-output"]
-situations = [("8B on a 16 GB laptop", 8e9, 16, "cpu", True), ("8B on an 8 GB laptop, no data", 8e9, 8, "cpu", False),
+situations = [("8B on an 8 GB laptop", 8e9, 8, "cpu", True), ("8B on a 16 GB laptop", 8e9, 16, "cpu", True),
+              ("8B on an 8 GB laptop, no data", 8e9, 8, "cpu", False),
               ("70B on one 80 GB H100", 70e9, 80, "hopper", True), ("70B on a 48 GB A6000", 70e9, 48, "ampere", True),
               ("32B on a 32 GB RTX 5090", 32e9, 32, "blackwell", True),
-              ("fine-tune 8B on a 24 GB GPU", 8e9, 24, "hopper", True)]
+              ("fine-tune 8B on a 24 GB GPU", 8e9, 24, "hopper", True),
+              ("fine-tune 32B on a 24 GB GPU", 32e9, 24, "hopper", True)]
 for title, parameters, memory, hardware, has_data in situations:
     advice = advisor.recommend(parameters, memory, hardware, calibration=has_data, finetune=title.startswith("fine"))
     low, high = advice.expected_loss_pct
     expected = f"expected +{low:g} to +{high:g} %" if high else "no quantization loss"
-    print(f"{title:32s} -> {advice.choice.label:34s} {advice.gb:5.1f} GB, {expected}")
+    print(f"{title:30s} -> {advice.choice.label:44s} {advice.gb:5.1f} GB, {expected}")
 
 # %% [markdown]
 # ## What this table cannot tell you
@@ -251,3 +315,39 @@ for title, parameters, memory, hardware, has_data in situations:
 #   larger models). The course's tiny model is the opposite extreme: small, but trained so briefly that rounding
 #   barely moves it (notebook 04). Trust the orderings here more than the percentages.
 # * **Tasks.** Perplexity is a proxy. Before shipping a quantized model, evaluate it on what it will do.
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Shop on the front.** With a tolerance of 5 % on SmolLM2, which variant of the full table stores the fewest
+#    bits per weight while its change from float stays below 5 % by two paired standard errors?
+# 2. **Your own laptop.** Ask the advisor for a 14B model on a 16 GB laptop at 8,192 tokens of context. Work the
+#    memory out by hand first, as in the 8 GB example above, then check.
+# 3. **Long context.** At what context length (a power of two from 4,096 up) does an 8B model on a 16 GB laptop
+#    lose Q8_0, and at what length does nothing fit any more?
+
+# %% tags=["solution", "nbval-check-output"]
+# 1. the rows whose change is below 5 % with two standard errors to spare, fewest bits first
+safe = [row for row in rows if row["delta_pct"] + 2 * row["delta_pct_stderr"] < 5]
+best = min(safe, key=lambda row: row["bits_per_weight"])
+print("below 5 % for certain:", ", ".join(sorted(row["label"] for row in safe)))
+claim("on SmolLM2 no variant of 5 bits or fewer is below 5 % for certain; the smallest that is, is a GGUF mix",
+      best["method"] == "gguf" and all(row["bits_per_weight"] > 5 for row in safe))
+
+# %% tags=["solution"]
+print(f"the fewest bits below 5 %: {best['label']} at {best['bits_per_weight']:.2f} bits per weight "
+      f"({qt.notebook.percent(best['delta_pct'])} +- {best['delta_pct_stderr']:.1f})")
+
+# %% tags=["solution", "nbval-check-output"]
+# 2. 14B: 48 layers x 8 KV heads x 128 channels; cache = 2 x 48 x 8 x 128 x 8192 x 2 bytes = 1.61 GB, 14 GB free
+fourteen = advisor.recommend(14e9, memory_gb=16, hardware="cpu", context=8192)
+for row in fourteen.considered:
+    print(f"  {row['label']:18s} {row['gb']:5.2f} GB  {'fits' if row['fits'] else 'does not fit'}")
+print("choice:", fourteen.choice.label)
+
+# %% tags=["solution", "nbval-check-output"]
+# 3. the cache grows by 0.13 GB per 1,000 tokens (2 x 32 x 8 x 128 x 2 bytes = 131 kB a token)
+for context in (4096, 8192, 16384, 32768, 65536, 131072):
+    advice = advisor.recommend(8e9, memory_gb=16, hardware="cpu", context=context)
+    label = advice.choice.label if advice.choice else "nothing fits"
+    print(f"{context:7,d} tokens: KV cache {advice.kv_cache_gb:5.2f} GB -> {label}")

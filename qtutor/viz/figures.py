@@ -42,10 +42,10 @@ def number_line(values: np.ndarray, ax=None, title: str = "", log: bool | None =
     for (label, subset), colour in zip((highlight or {}).items(), (ORIGINAL, ERROR, QUANTIZED)):
         ax.vlines(np.asarray(subset, dtype=np.float64), 0, 1, color=colour, linewidth=1.4, label=label)
     if highlight:
-        ax.legend(loc="upper left", fontsize=8, frameon=False, ncol=3)
+        ax.legend(loc="upper left", fontsize=10, frameon=False, ncol=3)
     ax.set_yticks([])
-    ax.set_ylim(0, 1.35 if highlight else 1)
-    ax.set_title(title or f"{values.size} representable values")
+    ax.set_ylim(0, 1.45 if highlight else 1)
+    ax.set_title(title or f"{values.size} representable values", fontsize=10)
     ax.grid(False)
     return fig
 
@@ -136,7 +136,10 @@ def bar_chart(names: Sequence[str], values: Sequence[float], ax=None, title: str
     colours = [ERROR if n in set(highlight) else ORIGINAL for n in names]
     ax.bar(range(len(names)), values, color=colours)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    if len(names) <= 12:  # few bars: labels a projector shows
+        ax.set_xticklabels(names, rotation=25, ha="right", fontsize=10)
+    else:
+        ax.set_xticklabels(names, rotation=90, fontsize=7)
     if logy:
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)
@@ -161,6 +164,39 @@ def heatmap(matrix: np.ndarray, row_labels: Sequence[str] | None = None, ax=None
     return fig
 
 
+def label_points(ax, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str], fontsize: float = 9) -> list:
+    """Write ``texts`` next to the points (xs, ys) so that no two labels overlap and none sits on a point.
+
+    Greedy, in screen pixels: each label, from the lowest point up, takes the first of a ring of positions around
+    its point (right, left, above, below, then the diagonals, then twice as far) whose box meets no label placed
+    before it and no marker; when every position is taken it keeps the first, so a label is never dropped."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    ring = [(6, -4), (-6, -4), (0, 8), (0, -14), (6, 8), (-6, 8), (6, -14), (-6, -14)]
+    offsets = ring + [(2 * dx, 2 * dy) for dx, dy in ring] + [(3 * dx, 3 * dy) for dx, dy in ring]
+    markers = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
+    placed, annotations = [], []
+    for i in sorted(range(len(texts)), key=lambda i: (ys[i], xs[i])):
+        first = None
+        for dx, dy in offsets:
+            annotation = ax.annotate(texts[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points",
+                                     fontsize=fontsize, ha="left" if dx >= 0 else "right", va="center")
+            box = annotation.get_window_extent(renderer).expanded(1.05, 1.15)
+            clear = not any(box.overlaps(other) for other in placed) and not any(
+                box.contains(mx, my) for j, (mx, my) in enumerate(markers) if j != i)
+            if clear or first is None:
+                if first is not None:
+                    first[0].remove()
+                first = (annotation, box)
+                if clear:
+                    break
+            else:
+                annotation.remove()
+        placed.append(first[1])
+        annotations.append(first[0])
+    return annotations
+
+
 def pareto(points: Sequence[dict], x: str = "bits_per_weight", y: str = "ppl", label: str = "label", ax=None,
            title: str = "", reference: float | None = None):
     """Scatter of methods by size and quality, the Pareto front (lower-left is better) drawn as a step line."""
@@ -171,8 +207,6 @@ def pareto(points: Sequence[dict], x: str = "bits_per_weight", y: str = "ppl", l
         chosen = [p for p in points if p.get("method", p[label]) == method]
         ax.scatter([p[x] for p in chosen], [p[y] for p in chosen], marker=markers[i % len(markers)], s=36,
                    label=method, zorder=3)
-        for p in chosen:
-            ax.annotate(p[label], (p[x], p[y]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     front = pareto_front(points, x, y)
     if front:
         ax.step([p[x] for p in front], [p[y] for p in front], where="post", color=GRID, linewidth=1, zorder=2,
@@ -182,8 +216,9 @@ def pareto(points: Sequence[dict], x: str = "bits_per_weight", y: str = "ppl", l
     ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel(y)
     ax.set_yscale("log")
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=9, frameon=False)
     ax.set_title(title)
+    label_points(ax, [p[x] for p in points], [p[y] for p in points], [str(p[label]) for p in points])
     return fig
 
 
@@ -361,14 +396,15 @@ def channel_peak_profile(peaks: np.ndarray, ax=None, title: str = "", threshold:
 
 # ---- perplexity with its noise -------------------------------------------------------------------------------
 def perplexity_points(points: Sequence[dict], reference: float, reference_stderr: float = 0.0, chosen: dict | None = None,
-                      ax=None, title: str = "", ceiling: float = 10.0):
+                      ax=None, title: str = "", ceiling: float = 10.0, labels: bool = False):
     """Perplexity against bits per weight, one marker per method, each point with its ± one standard error as
     an error bar; the float model as a dashed line in a grey band of ± its standard error; ``chosen`` circled.
     A broken model (perplexity above ``ceiling`` times float's) is drawn as a triangle on the top edge, labelled
     with its value, so that it does not squash the others into a line.
 
-    ``points`` are ``qtutor.eval.sweep.evaluate`` points ("method", "bits_per_weight", "ppl", "ppl_stderr")."""
-    fig, ax = new_axes(ax, figsize=(8, 4.2))
+    ``points`` are ``qtutor.eval.sweep.evaluate`` points ("method", "bits_per_weight", "ppl", "ppl_stderr");
+    ``labels=True`` writes each working point's "label" beside it, placed so that no two overlap."""
+    fig, ax = new_axes(ax, figsize=(10, 5.6) if labels else (8, 4.2))
     top = reference * ceiling
     methods = list(dict.fromkeys(str(p["method"]) for p in points))
     markers = "osD^vP*X"
@@ -395,4 +431,8 @@ def perplexity_points(points: Sequence[dict], reference: float, reference_stderr
     ax.grid(True, which="major", color=GRID, alpha=0.25)
     ax.legend(fontsize=9, frameon=False, loc="upper right")
     ax.set_title(title, fontsize=10)
+    if labels:
+        working = [p for p in points if p["ppl"] <= top and "label" in p]
+        label_points(ax, [p["bits_per_weight"] for p in working], [p["ppl"] for p in working],
+                     [str(p["label"]) for p in working], fontsize=9)
     return fig

@@ -137,15 +137,28 @@ def format_summary(name: str, value: float) -> dict:
             "smallest_positive": float(positive.min()) if positive.size else float("nan")}
 
 
+def grid_near(grid: np.ndarray, value: float, count: int = 16) -> np.ndarray:
+    """The ``count`` finite grid values nearest to ``value`` (all of them when the grid is that small): what a
+    16-bit format's 65,000 values look like around one number, where its whole number line is a grey band."""
+    finite = np.sort(grid[np.isfinite(grid)])
+    if finite.size <= count:
+        return finite
+    where = int(np.clip(np.searchsorted(finite, np.clip(value, finite[0], finite[-1])), 0, finite.size))
+    start = int(np.clip(where - count // 2, 0, finite.size - count))
+    return finite[start:start + count]
+
+
 class FormatExplorer(App):
-    """Pick a format and a number: the format's representable values and where the number lands."""
+    """Pick a format and a number: the format's representable values and where the number lands. Formats of
+    more than 256 values (FP16, BF16) show the 16 values around the number, with their spacing."""
 
     title = "Number formats: pick one, type a number, see where it lands"
+    WHOLE_GRID = 256  # above this many values, zoom in on the number
 
     def __init__(self, names: list[str] | None = None, name: str = "fp8_e4m3", value: float = 0.3):
         from qtutor import formats
 
-        names = names or [n for n in formats.names() if formats.get(n).bits <= 8]
+        names = names or [n for n in formats.names() if formats.get(n).bits <= 16]
         super().__init__({
             "name": dropdown("format", names, name),
             "value": _widgets().FloatText(value=value, description="x =", style={"description_width": "initial"}),
@@ -155,14 +168,25 @@ class FormatExplorer(App):
         return format_summary(name, float(value))
 
     def describe(self, state: dict) -> str:
-        return f"{state['settings']['value']:g} is stored as {state['stored']:g} (error {state['error']:+.3g})"
+        value, stored = state["settings"]["value"], state["stored"]
+        if not np.isfinite(stored):
+            return f"{value:g} overflows {state['name']} (largest finite value {state['max']:g}): stored as {stored:g}"
+        if stored == 0 and value != 0:
+            return (f"{value:g} underflows {state['name']} (smallest positive value "
+                    f"{state['smallest_positive']:.3g}): stored as 0")
+        return f"{value:g} is stored as {stored:.8g} (error {state['error']:+.3g}, {state['error'] / value:+.2%})"
 
     def draw(self, state: dict):
-        fig = figures.number_line(state["grid"], highlight={f"x = {state['settings']['value']:g}": [
-            state["settings"]["value"]], f"stored {state['stored']:g}": [state["stored"]]},
-            title=f"{state['name']}: {state['levels']} values, max {state['max']:g}, "
-                  f"error {state['error']:+.3g}")
-        return fig
+        value, stored, grid = state["settings"]["value"], state["stored"], state["grid"]
+        zoom = grid.size > self.WHOLE_GRID
+        shown = grid_near(grid, value) if zoom else grid
+        marks = {f"x = {value:g}": [value]}
+        if np.isfinite(stored):
+            marks[f"stored {stored:.6g}"] = [stored]
+        where = (f"the 16 of {state['levels']:,} values nearest x (spacing {np.diff(shown).max():.3g})"
+                 if zoom else f"{state['levels']} values")
+        return figures.number_line(shown, log=False if zoom else None, highlight=marks,
+                                   title=f"{state['name']}: {where}, max {state['max']:.4g}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -366,8 +390,11 @@ class MethodAdvisor(App):
     title = "Which method and format? (the decision rule of qtutor.eval.advisor)"
     SIZES = {"1B": 1e9, "3B": 3e9, "8B": 8e9, "14B": 14e9, "32B": 32e9, "70B": 70e9}
 
+    CONTEXTS = (0, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+
     def __init__(self, rows: list[dict] = (), hardware: str = "cpu", size: str = "8B", memory_gb: int = 8,
-                 tolerance_pct: float = 3.0, measured_on: str = "the tiny model"):
+                 tolerance_pct: float = 3.0, measured_on: str = "the tiny model", context: int = 4096,
+                 headroom_gb: float = 2.0):
         from qtutor.eval import advisor
 
         widgets = _widgets()
@@ -376,6 +403,10 @@ class MethodAdvisor(App):
             "hardware": dropdown("hardware", [(label, key) for key, label in advisor.HARDWARE.items()], hardware),
             "size": dropdown("model", list(self.SIZES), size),
             "memory_gb": slider("memory (GB)", memory_gb, 2, 192),
+            "context": dropdown("context (tokens)", [(f"{c:,}", c) for c in self.CONTEXTS], context),
+            "headroom_gb": widgets.FloatSlider(value=headroom_gb, min=0.0, max=8.0, step=0.5,
+                                               description="kept for the system (GB)", continuous_update=False,
+                                               style={"description_width": "initial"}),
             "tolerance_pct": widgets.FloatSlider(value=tolerance_pct, min=0.0, max=20.0, step=0.5,
                                                  description="loss tolerance (%)", continuous_update=False,
                                                  style={"description_width": "initial"}),
@@ -387,13 +418,15 @@ class MethodAdvisor(App):
         widgets = _widgets()
         controls = list(self.controls.values())
         return widgets.VBox([widgets.HTML(f"<b>{self.title}</b>"), widgets.HBox(controls[:3]),
-                             widgets.HBox(controls[3:]), self.summary, self.message, self.output])
+                             widgets.HBox(controls[3:5]), widgets.HBox(controls[5:]), self.summary, self.message,
+                             self.output])
 
-    def compute(self, hardware: str, size: str, memory_gb: int, tolerance_pct: float, calibration: bool,
-                finetune: bool) -> dict:
+    def compute(self, hardware: str, size: str, memory_gb: int, context: int, headroom_gb: float,
+                tolerance_pct: float, calibration: bool, finetune: bool) -> dict:
         from qtutor.eval import advisor
 
-        advice = advisor.recommend(self.SIZES[size], memory_gb, hardware, tolerance_pct, calibration, finetune)
+        advice = advisor.recommend(self.SIZES[size], memory_gb, hardware, tolerance_pct, calibration, finetune,
+                                   context=context, headroom_gb=headroom_gb)
         measured = advisor.evidence(self.rows, advice.choice) if advice.choice else None
         return {"advice": advice, "evidence": measured}
 
@@ -416,10 +449,17 @@ class MethodAdvisor(App):
         fig = figures.bar_chart([r["label"] for r in rows], [r["gb"] for r in rows], ylabel="GB needed",
                                 title=" ".join(advice.reasons[1:2]) or advice.reasons[0], highlight=chosen)
         ax = fig.axes[0]
-        ax.axhline(advice.memory_gb, color="black", linestyle="--", linewidth=1)
-        ax.text(len(rows) - 0.5, advice.memory_gb, f" budget {advice.memory_gb:g} GB", va="bottom", ha="right",
-                fontsize=8)
-        ax.title.set_fontsize(9)
+        ax.axhline(advice.memory_gb, color="black", linestyle=":", linewidth=1)
+        ax.text(len(rows) - 0.5, advice.memory_gb, f"memory {advice.memory_gb:g} GB", va="bottom", ha="right",
+                fontsize=10)
+        if advice.headroom_gb:
+            ax.axhline(advice.usable_gb, color="black", linestyle="--", linewidth=1)
+            ax.text(-0.5, advice.usable_gb, f"free after the system: {advice.usable_gb:g} GB", va="bottom",
+                    ha="left", fontsize=10)
+        if advice.kv_cache_gb:
+            ax.bar(range(len(rows)), [advice.kv_cache_gb] * len(rows), color="0.75", label="KV cache")
+            ax.legend(loc="upper right", fontsize=10)
+        ax.title.set_fontsize(10)
         return fig
 
 
