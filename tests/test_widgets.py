@@ -21,6 +21,10 @@ def test_affine_playground_follows_its_controls():
     assert app.state["settings"]["bits"] == 2 and app.state["mse"] > 4 * mse4
     app.controls["group_size"].value = 32
     assert app.state["bits_per_weight"] > 2.0 and app.state["mse"] < widgets.affine_summary(W, 2, True, -1)["mse"]
+    for group_size, first in ((0, W.ravel()), (-1, W[0]), (32, W[0, :32])):  # the grid drawn is this group's
+        summary = widgets.affine_summary(W, 4, True, group_size)
+        assert np.array_equal(summary["first_group"], first)
+        assert np.abs(first).max() == pytest.approx(np.abs(summary["grid_first_group"]).max(), rel=1e-3)  # fp16 scale
 
 
 def test_format_explorer_places_a_number_on_the_grid():

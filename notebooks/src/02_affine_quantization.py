@@ -130,8 +130,9 @@ for row in rows:
 #
 # ## Try it
 # Move the bit-width, switch the zero point on and off, and change the group size. The orange lines are
-# the values the codes of the **first group** can take. (The static figure below the widget shows the
-# default setting, for readers of a printed copy.)
+# the values the codes of the **first group** can take, drawn over the histogram of that group's own weights
+# (per tensor: all of them; per channel: row 0; in groups: the first group of row 0); the error is the whole
+# matrix's. (The static figure below the widget shows the default setting, for readers of a printed copy.)
 
 # %% tags=["nbval-ignore-output"]
 app = widgets.AffinePlayground(W, bits=4, sym=True, group_size=-1)
@@ -139,7 +140,8 @@ app
 
 # %%
 state = widgets.affine_summary(W, bits=4, sym=True, group_size=-1)
-figures.weight_histogram(W, state["grid_first_group"], title="INT4 symmetric, per channel (default setting)")
+figures.weight_histogram(state["first_group"], state["grid_first_group"],
+                         title="INT4 symmetric, per channel (default setting): row 0 and its grid")
 plt.show()
 
 # %% [markdown]

@@ -163,7 +163,7 @@ explorer = widgets.QuantizationExplorer(smol, smol_tokenizer, baseline, integer_
 explorer
 
 # %%
-figures.perplexity_points(rows, baseline.ppl, baseline.ppl_stderr,
+figures.perplexity_points(rows, baseline.ppl, baseline.ppl_stderr, labels=True,
                           title="RTN on SmolLM2: perplexity against bits per weight (± one standard error; ▲ off the chart)")
 plt.show()
 
@@ -221,7 +221,50 @@ qt.notebook.claim("INT2 leaves it within its first 3 tokens, and no 2-bit varian
 # %% [markdown]
 # Change the prompt, pick variants and press Generate: INT4 usually keeps the first few words and then wanders,
 # INT3 loses the thread, INT2 produces garbage. Notebook 15 weighs what each bit buys.
+
+# %% [markdown]
+# ## Exercises
 #
+# 1. **Count the bits.** INT4 asymmetric stores, per group, one fp16 scale and one 4-bit zero point. Work out by
+#    hand the bits per weight of SmolLM2's 576-wide rows per channel, in groups of 64 and in groups of 32, and
+#    check against what the library stores.
+# 2. **Same size, which grid?** NF4 in groups of 64 (4.5 bits) and INT4 asymmetric in groups of 32 (4.625 bits)
+#    cost about the same memory. Which loses less on SmolLM2, and is the difference outside the noise? (Use the
+#    table's rows, no new measurement; treat the two ± as independent, which is cautious.)
+# 3. **Where INT4 hurts.** Rerun the layer-error cell at INT4 in groups of 64 instead of INT3 per channel. Do the
+#    value projections still lead?
+
+# %% tags=["solution", "nbval-check-output"]
+# 1. bits per weight = 4 + (16 + 4) / group; per channel the group is the whole row of 576
+by_hand = {"channel": 4 + 20 / 576, "g64": 4 + 20 / 64, "g32": 4 + 20 / 32}
+W_row = qt.model.get_weight(qt.model.find_layer(smol, "model.layers.0.mlp.gate_proj"))
+stored = {label: qt.formats.get("int4").encode(W_row, group_size=size, sym=False).bits_per_weight
+          for label, size in (("channel", -1), ("g64", 64), ("g32", 32))}
+for label in by_hand:
+    print(f"INT4 asym {label:8s} by hand {by_hand[label]:.4f}   stored {stored[label]:.4f}")
+qt.notebook.claim("the hand count matches the library's for all three", all(
+    abs(by_hand[label] - stored[label]) < 1e-9 for label in by_hand))
+
+# %% tags=["solution"]
+# 2. the two rows of the table, and their difference against the noise of both
+nf4_row = next(row for row in rows if row["format"] == "nf4")
+int4_g32 = next(row for row in rows if row["format"] == "int4" and row["group"] == "g32")
+gap = nf4_row["delta_pct"] - int4_g32["delta_pct"]
+noise = np.hypot(nf4_row["delta_pct_stderr"], int4_g32["delta_pct_stderr"])
+print(f"NF4 g64 {qt.notebook.percent(nf4_row['delta_pct'])} at {nf4_row['bits_per_weight']:.3f} bits, INT4 g32 "
+      f"{qt.notebook.percent(int4_g32['delta_pct'])} at {int4_g32['bits_per_weight']:.3f} bits: difference "
+      f"{gap:+.1f} +- {noise:.1f} points of percent -> {'outside' if abs(gap) > 2 * noise else 'inside'} the noise")
+
+# %% tags=["solution"]
+# 3. the same report at INT4 g64 (two calibration windows, as above)
+with qt.quantize_model(smol, "rtn", "int4", 64, calib=calib[:2], progress=False) as report:
+    int4_errors = {row["name"].replace("model.layers.", "").replace("self_attn.", "").replace("mlp.", ""):
+                   row["output_error"] for row in report.rows()}
+int4_worst = sorted(int4_errors.items(), key=lambda item: -item[1])[:15]
+print("15 largest at INT4 g64:", ", ".join(name for name, _ in int4_worst))
+print(f"value projections among them: {sum(name.endswith('v_proj') for name, _ in int4_worst)} of 15")
+
+# %% [markdown]
 # ## What you learned
 # * RTN needs no data: round each weight to its grid. At 8 bits that is lossless; at 4 bits the granularity
 #   of the scales decides what it costs; below 4 bits every bit removed costs several times more.

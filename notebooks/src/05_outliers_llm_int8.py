@@ -282,7 +282,43 @@ claim("but not all the way back: its KL is still over a quarter of W8A8's", deco
 # columns, whose typical values are near 6. Which of the two buys the gain? Rerun the LLM.int8() point with
 # `threshold=20`, which keeps little more than the massive columns, and compare its KL (it takes as long as the
 # cell above). Nor does LLM.int8() recover all of the INT8 cost: every other value still gets an 8-bit code.
+
+# %% [markdown]
+# ## Exercises
 #
+# 1. **What the 16-bit columns cost in memory.** LLM.int8() keeps the weights of its outlier columns in 16 bits
+#    and the rest in INT8. With the fraction of columns the whole-model run kept, how many bits per weight does
+#    it store (ignore the scales)? Why is its memory saving over FP16 nearly intact, while its speed, on real
+#    kernels, is not?
+# 2. **The same channel everywhere?** A massive activation is often carried by the same few channels of the
+#    residual stream in every block. List the channel of the largest peak of each block's `down_proj` input.
+#    Is it one channel?
+# 3. **When does the threshold stop finding outliers?** On the synthetic layer (40x planted channels), raise the
+#    threshold from 6 until LLM.int8() no longer finds the four planted channels.
+
+# %% tags=["solution", "nbval-check-output"]
+# 1. weights: a fraction f of the columns in 16 bits, the rest in 8
+f = decomposed["outlier_fraction"]
+bits = 16 * f + 8 * (1 - f)
+claim("LLM.int8() at threshold 6 stores under 8.5 bits per weight: still nearly half of FP16's memory", bits < 8.5)
+
+# %% tags=["solution"]
+print(f"{f:.2%} of columns in 16 bits -> {bits:.3f} bits per weight. The saving holds; the speed does not: each "
+      "product is split in two matmuls, and the outlier columns must be gathered on every call.")
+
+# %% tags=["solution"]
+# 2. the channel of the largest peak, block by block
+down_rows = by_kind["down"]
+print("channel of the largest down_proj input peak, per block:", [row["channel"] for row in down_rows])
+print("blocks whose peak ratio exceeds 100x:", [row["layer"].split(".")[2] for row in down_rows if row["ratio"] > 100])
+
+# %% tags=["solution", "nbval-check-output"]
+# 3. thresholds up from 6 on the synthetic layer: which planted channels does each still find?
+for t in (6, 10, 20, 40, 80, 160):
+    found = sorted(set(llm_int8.outlier_columns(A, float(t)).tolist()) & set(planted.tolist()))
+    print(f"threshold {t:4d}: finds {len(found)} of the 4 planted channels")
+
+# %% [markdown]
 # ## What you learned
 # * Activation outliers live in a few *feature dimensions*. In SmolLM2 the largest, thousands of times the median
 #   channel, are in down_proj's inputs (the SwiGLU product, which no norm bounds), in the first tokens of a text;

@@ -330,7 +330,36 @@ claim("yet rotated W4A4 is still broken: perplexity more than 4x float's", w4["r
 # The rotation is not free in a real kernel: $XR$ is one more product per layer, which QuaRot makes cheap with a
 # fast Walsh-Hadamard transform ($O(n \log n)$) and by folding most rotations into the weights; here, with a
 # dense $R$, it is the slowest row of the table.
+
+# %% [markdown]
+# ## Exercises
 #
+# 1. **The geometric mean by hand.** A channel whose activations peak at 400 and whose weight column peaks at
+#    0.04: what is its smoothing scale at $\alpha = 0.5$, and where do both peaks sit afterwards? At
+#    $\alpha = 0.75$? Check with `smoothquant.smoothing_scales`.
+# 2. **The best $\alpha$ for W8A8** on the synthetic layer: scan $\alpha$ from 0.1 to 0.9 and find where the
+#    W8A8 error is smallest. Is it where both sides are equally hard (their max/median ratios closest)?
+# 3. **And for W4A4?** The same scan for the W4A4 error: does any $\alpha$ bring it below 10 %?
+
+# %% tags=["solution", "nbval-check-output"]
+# 1. s = a^alpha / w^(1 - alpha); afterwards the activations peak at a / s and the weights at w * s
+a, w = np.array([400.0], np.float32), np.array([[0.04]], np.float32)
+for alpha in (0.5, 0.75):
+    s = float(smoothquant.smoothing_scales(a, [w], alpha)[0])
+    print(f"alpha {alpha}: s = {s:.4g} (by hand {400 ** alpha / 0.04 ** (1 - alpha):.4g}); "
+          f"activation peak {400 / s:.4g}, weight peak {0.04 * s:.4g}")
+
+# %% tags=["solution", "nbval-check-output"]
+# 2. and 3. the synthetic layer, alpha from 0.1 to 0.9
+scan = {round(alpha, 1): widgets.smoothing_summary(X_syn, W_syn, alpha) for alpha in np.arange(0.1, 0.91, 0.1)}
+best_w8a8 = min(scan, key=lambda alpha: scan[alpha]["w8a8_error"])
+balanced = min(scan, key=lambda alpha: abs(np.log(scan[alpha]["activation_ratio"] / scan[alpha]["weight_ratio"])))
+print(f"smallest W8A8 error at alpha {best_w8a8}; the two sides' max/median ratios are closest at alpha {balanced}")
+claim("the best alpha for W8A8 lies within 0.2 of the alpha where both sides are equally hard",
+      abs(best_w8a8 - balanced) <= 0.2 + 1e-9)
+claim("no alpha brings W4A4's error on this layer below 10 %", min(s["w4a4_error"] for s in scan.values()) > 0.10)
+
+# %% [markdown]
 # ## What you learned
 # * Activations are quantized on the fly with one scale per token, so an outlier *channel* ruins every token's
 #   scale; the integer product rules out a scale per channel. SmolLM2 has such channels: tens of times the

@@ -450,7 +450,26 @@ print(f"Q5_K_M against Q4_K_M, token by token: {qt.notebook.percent(q5_vs_q4['de
 #    SmolLM2's.
 # 4. Export the Q4_1 mix of SmolLM2 and compare its tensors with the file it came from (`reader.read_gguf`, then
 #    `np.array_equal` on each tensor's `data`). Which metadata differ?
-#
+
+# %% tags=["solution", "nbval-check-output"]
+# 3. hidden sizes that are multiples of 256 keep every K type; SmolLM2's others as they are
+def q4_k_m_bits(hidden, intermediate):
+    config = smol.config
+    model_shapes = llama_tensor_shapes(n_layers=config.num_hidden_layers, hidden=hidden, intermediate=intermediate,
+                                       vocab=config.vocab_size, n_heads=hidden // 64,
+                                       n_kv_heads=config.num_key_value_heads)
+    types = mixes.assign_types("Q4_K_M", model_shapes)
+    fallbacks = sum(1 for name, kind in types.items() if kind in mixes.FALLBACK.values() and name.endswith("weight")
+                    and len(model_shapes[name]) == 2)
+    return mixes.mix_bits_per_weight("Q4_K_M", model_shapes), fallbacks
+
+
+for hidden, intermediate in ((576, 1536), (512, 1536), (768, 1536), (768, 2048)):
+    bpw, fallbacks = q4_k_m_bits(hidden, intermediate)
+    print(f"hidden {hidden:4d}, MLP {intermediate:4d}: Q4_K_M {bpw:.3f} bits per weight, "
+          f"{fallbacks:3d} tensors on a legacy type")
+
+# %% [markdown]
 # ## What you learned
 # * A K-quant super-block stores 256 weights with two fp16 scales and small integer scales per sub-block; on
 #   weights trained in float, an affine sub-block code found by search beats Q4_0's max-scaled one at the same

@@ -347,7 +347,18 @@ plt.show()
 #    nearly free without KIVI's per-channel keys?
 # 4. **Chunks of tokens.** Rerun the INT2 row with `token_group` set to 16, 64 and 128. How does the perplexity
 #    move with the chunk, and what does each chunk size cost in key scales per number?
-#
+
+# %% tags=["solution", "nbval-check-output"]
+# 2. 2 x 80 layers x 8 KV heads x 128 channels x 131,072 tokens numbers; FP16: 2 bytes each
+numbers = 2 * 80 * 8 * 128 * 131072
+print(f"by hand: {numbers:,} numbers = {numbers * 2 / 1e9:.1f} GB in FP16, {numbers * 0.5 / 1e9:.1f} GB at 4 bits "
+      "(scales left out)")
+for kv_heads in (8, 64):
+    fp16_bytes = fp.kv_cache_bytes(131072, n_layers=80, n_kv_heads=kv_heads, head_dim=128)
+    int4_bytes = fp.kv_cache_bytes(131072, n_layers=80, n_kv_heads=kv_heads, head_dim=128, bits=4, group_size=64)
+    print(f"{kv_heads:2d} KV heads: FP16 {fp16_bytes / 1e9:6.1f} GB, INT4 (a scale per 64) {int4_bytes / 1e9:5.1f} GB")
+
+# %% [markdown]
 # ## What you learned
 # * The KV cache is $2 L H_{kv} d_{\text{head}} T B$ numbers; it grows with context and batch, and on SmolLM2
 #   at 8k tokens an FP16 cache is larger than the 4-bit weights. GQA divides it by the number of query heads

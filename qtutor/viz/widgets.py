@@ -193,8 +193,8 @@ class FormatExplorer(App):
 # Notebook 02: affine quantization and granularity
 # --------------------------------------------------------------------------------------------------------------
 class AffinePlayground(App):
-    """Bit-width, symmetric/asymmetric and group size on one weight matrix: the histogram with the grid of the
-    first group overlaid, and the error they cost."""
+    """Bit-width, symmetric/asymmetric and group size on one weight matrix: the histogram of the first group's
+    weights with that group's grid overlaid, and the error they cost over the whole matrix."""
 
     title = "Affine quantization: move the bit-width, the zero point and the group size"
 
@@ -215,10 +215,12 @@ class AffinePlayground(App):
         return f"MSE {state['mse']:.3g} at {state['bits_per_weight']:.3f} bits/weight"
 
     def draw(self, state: dict):
+        group = state["first_group"]
         return figures.weight_histogram(
-            self.W, state["grid_first_group"],
-            title=f"INT{state['settings']['bits']} {'sym' if state['settings']['sym'] else 'asym'}: "
-                  f"MSE {state['mse']:.3g}, {state['bits_per_weight']:.3f} bits/weight")
+            group, state["grid_first_group"], bins=int(np.clip(group.size // 4, 10, 120)),
+            title=f"INT{state['settings']['bits']} {'sym' if state['settings']['sym'] else 'asym'}: the first "
+                  f"group's {group.size:,} weights and grid; whole matrix MSE {state['mse']:.3g}, "
+                  f"{state['bits_per_weight']:.3f} bits/weight")
 
 
 @functools.lru_cache(maxsize=64)
@@ -230,7 +232,8 @@ def _cached_encode(key: bytes, shape: tuple, bits: int, sym: bool, group_size: i
 
 
 def affine_summary(W: np.ndarray, bits: int, sym: bool, group_size: int) -> dict:
-    """Error and storage of INT``bits`` on ``W`` at one granularity, and the grid of the first group."""
+    """Error and storage of INT``bits`` on ``W`` at one granularity, and the first group: the weights its scale
+    covers (all of them per tensor, row 0 per channel, the first ``group_size`` of row 0 in groups) and its grid."""
     W = np.ascontiguousarray(W, dtype=np.float32)
     q = _cached_encode(W.tobytes(), W.shape, int(bits), bool(sym), int(group_size))
     W_hat = q.dequantize()
@@ -243,6 +246,7 @@ def affine_summary(W: np.ndarray, bits: int, sym: bool, group_size: int) -> dict
         "bits_per_weight": q.bits_per_weight,
         "n_scales": int(np.size(q.scales)),
         "grid_first_group": scale * (codes - zero),
+        "first_group": W.ravel() if group_size == 0 else W[0] if group_size == -1 else W[0, :group_size],
         "scale_first_group": scale,
         "zero_first_group": zero,
     }
