@@ -46,3 +46,17 @@ def test_smaller_groups_lower_the_error():
 def test_bits_per_element_count_the_scales():
     assert kv_cache.kv_bits_per_element("int4", 128, sym=True) == 4 + 16 / 128
     assert kv_cache.kv_bits_per_element("int8", 64, sym=False) == 8 + 24 / 64
+
+
+def test_evaluate_passes_the_chunk_of_tokens_per_key_scale_to_the_cache():
+    import qtutor as qt
+    from qtutor.eval.sweep import evaluate
+
+    model, tokenizer = qt.load_model("tiny")
+    window = dict(ctx=64, stride=64, max_tokens=256, kv_format="int2", kv_keys="channel")
+    whole = evaluate(model, tokenizer, None, **window)
+    chunked = evaluate(model, tokenizer, None, kv_token_group=16, **window)
+    assert whole["kv_token_group"] is None and chunked["kv_token_group"] == 16
+    assert chunked["ppl"] != whole["ppl"]  # a scale per 16 tokens is not the window's one scale per channel
+    with pytest.raises(ValueError, match="token_group"):
+        evaluate(model, tokenizer, None, kv_token_group=0, **window)

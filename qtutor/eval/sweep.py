@@ -39,7 +39,7 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
              stride: int = 128, max_tokens: int | None = None, calib: Any = None, baseline: float | None = None,
              progress: bool = False, act_format: str | None = None, kv_format: str | None = None,
              kv_keys: str = "channel", kv_values: str = "token", kv_group_size: int | None = None,
-             alpha: float = 0.5, smooth_linears: bool = False, threshold: float = 6.0, reference: Any = None,
+             kv_token_group: int | None = None, alpha: float = 0.5, smooth_linears: bool = False, threshold: float = 6.0, reference: Any = None,
              keep_score: bool = False, **method_kw) -> dict:
     """Perplexity and size of ``model`` quantized with ``method``/``fmt`` (``method=None``: as it is).
 
@@ -53,7 +53,8 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
     basis (QuaRot; :mod:`qtutor.methods.rotation`). What each method needs and runs comes from its declaration
     (:mod:`qtutor.methods`; the model-level phases are in :mod:`qtutor.model.phases`). On top of any of them:
     ``act_format`` quantizes every linear's input per token, ``kv_format`` the KV cache (keys along
-    ``kv_keys``, values along ``kv_values``; see :func:`qtutor.model.activations.quantized_kv_cache`). With a
+    ``kv_keys``, values along ``kv_values``, ``kv_group_size`` channels or, for per-channel scales,
+    ``kv_token_group`` tokens a scale; see :func:`qtutor.model.activations.quantized_kv_cache`). With a
     ``reference`` (:func:`qtutor.eval.divergence.reference` of the float model) the point also has ``kl``, the
     mean KL divergence from the float model's next-token distributions, and ``same_top_pct``, how often the most
     likely next token is the float model's.
@@ -104,8 +105,9 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
             stack.enter_context(phases.ACTIVATIONS[basis](model, act_format, {**method_kw, **options}))
             point["act_format"] = act_format
         if kv_format is not None:
-            stack.enter_context(activations.quantized_kv_cache(model, kv_format, kv_keys, kv_values, kv_group_size))
-            point.update(kv_format=kv_format, kv_keys=kv_keys, kv_values=kv_values)
+            stack.enter_context(activations.quantized_kv_cache(model, kv_format, kv_keys, kv_values, kv_group_size,
+                                                               token_group=kv_token_group))
+            point.update(kv_format=kv_format, kv_keys=kv_keys, kv_values=kv_values, kv_token_group=kv_token_group)
         point.update(options)
         measured = score(model, tokenizer, **ppl_kw)
         point.update(ppl=measured.ppl, ppl_stderr=measured.ppl_stderr, tokens=measured.n_tokens)
