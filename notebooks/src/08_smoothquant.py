@@ -21,6 +21,7 @@ import torch
 import qtutor as qt
 from qtutor.methods import rotation, smoothquant
 from qtutor.model.activations import fake_quantize_activations
+from qtutor.model.smoothing import smooth_model
 from qtutor.viz import figures, widgets
 
 qt.setup_notebook(seed=0)
@@ -45,7 +46,7 @@ claim = qt.notebook.claim
 # %%
 smol, smol_tok = qt.load_model("smollm2")
 calib = qt.data.calibration(2, 256, tokenizer=smol_tok)
-with smoothquant.smooth_model(smol, calib, alpha=0.5, linear_sources=True) as smoothed:
+with smooth_model(smol, calib, alpha=0.5, linear_sources=True) as smoothed:
     difficulty = smoothed.difficulty  # source -> channel-peak ratios of both sides, before and after
 kinds = {"input_layernorm": "q/k/v input (after RMSNorm)", "post_attention_layernorm": "gate/up input (after RMSNorm)",
          "mlp.up_proj": "down_proj input (SwiGLU product)"}
@@ -212,7 +213,7 @@ sample = torch.as_tensor(calib[:1, :64])
 measured = {}
 with torch.no_grad():
     logits = smol(sample).logits
-    with smoothquant.smooth_model(smol, calib, alpha=0.5, linear_sources=True):
+    with smooth_model(smol, calib, alpha=0.5, linear_sources=True):
         logits_smoothed = smol(sample).logits
         for fmt, name, ref in formats:
             measured[name, "SmoothQuant"] = evaluate(smol, smol_tok, "rtn", fmt, -1, True, act_format=fmt,

@@ -132,12 +132,13 @@ def error_vs_bits(rows: Sequence[dict], x: str = "bits_per_weight", y: str = "ms
 def bar_chart(names: Sequence[str], values: Sequence[float], ax=None, title: str = "", ylabel: str = "",
               logy: bool = False, highlight: Sequence[str] = ()):
     """Bars per name (e.g. error per layer); names in ``highlight`` in red."""
-    fig, ax = new_axes(ax, figsize=(max(6.0, 0.28 * len(names)), 3.4))
+    few = len(names) <= 16  # few bars: labels a projector shows, at 10 pt
+    fig, ax = new_axes(ax, figsize=(max(6.0, (0.5 if few else 0.28) * len(names)), 3.8 if few else 3.4))
     colours = [ERROR if n in set(highlight) else ORIGINAL for n in names]
     ax.bar(range(len(names)), values, color=colours)
     ax.set_xticks(range(len(names)))
-    if len(names) <= 12:  # few bars: labels a projector shows
-        ax.set_xticklabels(names, rotation=25, ha="right", fontsize=10)
+    if few:
+        ax.set_xticklabels(names, rotation=45, ha="right", rotation_mode="anchor", fontsize=10)
     else:
         ax.set_xticklabels(names, rotation=90, fontsize=7)
     if logy:
