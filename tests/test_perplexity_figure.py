@@ -23,3 +23,21 @@ def test_points_carry_their_standard_errors_and_a_broken_model_sits_on_the_top_e
     top = 20.0 * 10
     assert any(text.get_text() == "4e+05" and text.xy == (2.3, top) for text in ax.texts)
     assert ax.get_yscale() == "log" and ax.get_ylim()[1] > top
+
+
+def test_labelled_points_name_every_working_point_and_no_two_labels_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    points = [{"method": "rtn", "format": "int4", "group": f"g{g}", "bits_per_weight": 4 + 16 / g, "ppl": 30 - g / 16,
+               "ppl_stderr": 1.0} for g in (16, 32, 64, 128)]
+    points += [{"method": "gguf", "label": "Q4_K_M", "bits_per_weight": 4.85, "ppl": 26.0, "ppl_stderr": 1.0},
+               {"method": "rtn", "format": "int2", "group": "g64", "bits_per_weight": 2.3, "ppl": 1e5}]
+    fig = figures.perplexity_points(points, reference=25.0, reference_stderr=1.0, labels=True)
+    texts = {t.get_text(): t for t in fig.axes[0].texts}
+    assert {"int4 g16", "int4 g32", "int4 g64", "int4 g128", "Q4_K_M"} <= set(texts)
+    assert "int2 g64" not in texts  # a broken model is named by its value on the top edge instead
+    renderer = fig.canvas.get_renderer()
+    boxes = [texts[name].get_window_extent(renderer) for name in ("int4 g16", "int4 g32", "int4 g64", "int4 g128",
+                                                                  "Q4_K_M")]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])

@@ -453,11 +453,11 @@ print(f"Q5_K_M against Q4_K_M, token by token: {qt.notebook.percent(q5_vs_q4['de
 
 # %% tags=["solution", "nbval-check-output"]
 # 3. hidden sizes that are multiples of 256 keep every K type; SmolLM2's others as they are
+SMOLLM2 = dict(n_layers=30, vocab=49152, n_kv_heads=3)  # the rest of SmolLM2's shape, as its GGUF metadata says
+
+
 def q4_k_m_bits(hidden, intermediate):
-    config = smol.config
-    model_shapes = llama_tensor_shapes(n_layers=config.num_hidden_layers, hidden=hidden, intermediate=intermediate,
-                                       vocab=config.vocab_size, n_heads=hidden // 64,
-                                       n_kv_heads=config.num_key_value_heads)
+    model_shapes = llama_tensor_shapes(hidden=hidden, intermediate=intermediate, n_heads=hidden // 64, **SMOLLM2)
     types = mixes.assign_types("Q4_K_M", model_shapes)
     fallbacks = sum(1 for name, kind in types.items() if kind in mixes.FALLBACK.values() and name.endswith("weight")
                     and len(model_shapes[name]) == 2)

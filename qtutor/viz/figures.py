@@ -396,6 +396,13 @@ def channel_peak_profile(peaks: np.ndarray, ax=None, title: str = "", threshold:
 
 
 # ---- perplexity with its noise -------------------------------------------------------------------------------
+def point_label(point: dict) -> str:
+    """A sweep point's name on a figure: its "label", else its format and group ("int4 g64")."""
+    if point.get("label"):
+        return str(point["label"])
+    return " ".join(str(part) for part in (point.get("format", ""), point.get("group", "")) if part).strip()
+
+
 def perplexity_points(points: Sequence[dict], reference: float, reference_stderr: float = 0.0, chosen: dict | None = None,
                       ax=None, title: str = "", ceiling: float = 10.0, labels: bool = False):
     """Perplexity against bits per weight, one marker per method, each point with its ± one standard error as
@@ -404,7 +411,8 @@ def perplexity_points(points: Sequence[dict], reference: float, reference_stderr
     with its value, so that it does not squash the others into a line.
 
     ``points`` are ``qtutor.eval.sweep.evaluate`` points ("method", "bits_per_weight", "ppl", "ppl_stderr");
-    ``labels=True`` writes each working point's "label" beside it, placed so that no two overlap."""
+    ``labels=True`` writes each working point's name (:func:`point_label`) beside it, placed so that no two
+    overlap."""
     fig, ax = new_axes(ax, figsize=(10, 5.6) if labels else (8, 4.2))
     top = reference * ceiling
     methods = list(dict.fromkeys(str(p["method"]) for p in points))
@@ -433,7 +441,7 @@ def perplexity_points(points: Sequence[dict], reference: float, reference_stderr
     ax.legend(fontsize=9, frameon=False, loc="upper right")
     ax.set_title(title, fontsize=10)
     if labels:
-        working = [p for p in points if p["ppl"] <= top and "label" in p]
+        working = [p for p in points if p["ppl"] <= top]
         label_points(ax, [p["bits_per_weight"] for p in working], [p["ppl"] for p in working],
-                     [str(p["label"]) for p in working], fontsize=9)
+                     [point_label(p) for p in working], fontsize=9)
     return fig
