@@ -190,3 +190,34 @@ def test_quantization_explorer_answers_from_its_table_and_measures_a_new_point(t
     app.controls["method"].value = "GPTQ"  # without calibration data: said, nothing lost
     app.compute_point()
     assert "calibration" in app.state["error"] and len(app.points) == 2
+
+
+def layer_error_data():
+    """Stored-format layer errors for a 2-block model: GPTQ halves RTN's error everywhere but on one layer."""
+    names = [f"model.layers.{b}.{'self_attn' if p[0] in 'qkvo' else 'mlp'}.{p}" for b in range(2)
+             for p in widgets.PROJECTIONS]
+    rtn = {name: 0.01 * (i + 1) for i, name in enumerate(names)}
+    gptq = {name: value / 2 for name, value in rtn.items()}
+    gptq["model.layers.1.mlp.down_proj"] = 0.5
+    return {"settings": ["INT4 g64"], "methods": ["RTN", "GPTQ"], "layers": names,
+            "errors": {"INT4 g64": {"RTN": rtn, "GPTQ": gptq}}}
+
+
+def test_layer_error_map_names_the_worst_layers_and_shows_gptq_against_rtn():
+    data = layer_error_data()
+    app = widgets.LayerErrorMap(data)
+    grid = app.state["grid"]
+    assert grid.shape == (2, 7) and grid[1, 6] == pytest.approx(0.14) and grid[0, 0] == pytest.approx(0.01)
+    assert app.state["worst"][0][0] == "1.down_proj" and app.state["cells"][0] == (1, 6)
+    assert "largest errors: 1.down_proj 0.14" in app.summary.value
+    app.controls["method"].value = "GPTQ"
+    app.controls["view"].value = "ratio"
+    ratio = app.state["grid"]
+    assert ratio[0, 0] == pytest.approx(0.5) and ratio[1, 6] == pytest.approx(0.5 / 0.14)
+    assert app.state["helped"] == pytest.approx(13 / 14) and "lower than RTN's on 93% of the layers" in app.summary.value
+    assert app.figure is not None and max(app.figure.get_size_inches() * app.figure.dpi) < 2000
+
+
+def test_layer_error_map_refuses_a_setting_it_has_no_data_for():
+    with pytest.raises(ValueError, match="no stored errors for AWQ"):
+        widgets.layer_error_summary(layer_error_data(), "INT4 g64", "AWQ", "error")

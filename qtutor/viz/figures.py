@@ -445,3 +445,35 @@ def perplexity_points(points: Sequence[dict], reference: float, reference_stderr
         label_points(ax, [p["bits_per_weight"] for p in working], [p["ppl"] for p in working],
                      [point_label(p) for p in working], fontsize=9)
     return fig
+
+
+def layer_map(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], title: str = "",
+              ratio: bool = False, marked: Sequence[tuple[int, int]] = (), colorbar_label: str = ""):
+    """A layers x projections grid of one number per layer (e.g. output error), readable on a projector.
+
+    ``ratio=False``: a log colour scale from the smallest to the largest value; ``ratio=True``: a diverging scale
+    centred on 1 (blue below: better than the reference, red above). ``marked`` cells (row, column), e.g. the
+    worst layers, are outlined and carry their value."""
+    from matplotlib.colors import LogNorm, TwoSlopeNorm
+
+    data = np.asarray(matrix, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(1.1 * data.shape[1] + 2.4, 0.26 * data.shape[0] + 1.6), constrained_layout=True)
+    if ratio:
+        spread = max(float(np.nanmax(np.abs(np.log(data[data > 0])))), 1e-3)
+        norm, cmap = TwoSlopeNorm(vcenter=1.0, vmin=float(np.exp(-spread)), vmax=float(np.exp(spread))), "RdBu_r"
+    else:
+        positive = data[data > 0]
+        norm, cmap = LogNorm(vmin=float(positive.min()), vmax=float(positive.max())), "magma_r"
+    image = ax.imshow(data, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    ax.set_xticks(range(len(col_labels)))
+    ax.set_xticklabels(col_labels, fontsize=10)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(row_labels)))
+    ax.set_yticklabels(row_labels, fontsize=9)
+    for row, column in marked:
+        ax.add_patch(plt.Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
+        ax.text(column, row, f"{data[row, column]:.3g}", ha="center", va="center", fontsize=9, color="black",
+                bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
+    ax.set_title(title, fontsize=11)
+    return fig

@@ -10,7 +10,7 @@ One recipe for every app (NOTEBOOKS.md):
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -862,3 +862,76 @@ class QuantizationExplorer:
         from IPython.display import display
 
         display(self.widget)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebook 15: error per layer, method against method
+# --------------------------------------------------------------------------------------------------------------
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def layer_error_grid(errors: dict[str, float], projections: Sequence[str] = PROJECTIONS) -> np.ndarray:
+    """``{"model.layers.B.mlp.down_proj": e, ...}`` -> blocks x projections (NaN where a layer is missing)."""
+    import re
+
+    blocks = 1 + max(int(re.search(r"layers\.(\d+)\.", name).group(1)) for name in errors)
+    grid = np.full((blocks, len(projections)), np.nan)
+    for name, value in errors.items():
+        block = int(re.search(r"layers\.(\d+)\.", name).group(1))
+        grid[block, projections.index(name.rsplit(".", 1)[-1])] = value
+    return grid
+
+
+def layer_error_summary(data: dict, setting: str, method: str, view: str, worst: int = 5) -> dict:
+    """One view of ``qt.zoo.layer_errors``: the grid of a method's errors (or their ratio to RTN's on the same
+    layers), and its ``worst`` layers by error, named."""
+    if setting not in data["errors"] or method not in data["errors"][setting]:
+        raise ValueError(f"no stored errors for {method} at {setting}; stored: {', '.join(data['settings'])} x "
+                         f"{', '.join(data['methods'])}")
+    errors = data["errors"][setting][method]
+    grid = layer_error_grid(errors)
+    shown = grid / layer_error_grid(data["errors"][setting]["RTN"]) if view == "ratio" else grid
+    order = sorted(errors, key=lambda name: -errors[name])[:worst]
+    cells = [(int(name.split(".")[2]), PROJECTIONS.index(name.rsplit(".", 1)[-1])) for name in order]
+    short = [name.replace("model.layers.", "").replace("self_attn.", "").replace("mlp.", "") for name in order]
+    helped = None
+    if method != "RTN":
+        rtn = data["errors"][setting]["RTN"]
+        helped = float(np.mean([errors[name] < rtn[name] for name in errors]))
+    return {"grid": shown, "worst": list(zip(short, (errors[name] for name in order))), "cells": cells,
+            "helped": helped, "total": float(sum(errors.values()))}
+
+
+class LayerErrorMap(App):
+    """Blocks x projections of a real model: each layer's output error under RTN, GPTQ or AWQ at a chosen
+    format, or the method's error divided by RTN's on the same layer; the worst layers outlined and named."""
+
+    title = "Error per layer: which layers suffer, and where each method helps"
+
+    def __init__(self, data: dict, setting: str | None = None, method: str = "RTN", view: str = "error"):
+        self.data = data
+        super().__init__({
+            "setting": dropdown("format", data["settings"], setting or data["settings"][0]),
+            "method": dropdown("method", data["methods"], method),
+            "view": dropdown("show", [("output error", "error"), ("error / RTN's", "ratio")], view),
+        })
+
+    def compute(self, setting: str, method: str, view: str) -> dict:
+        return layer_error_summary(self.data, setting, method, view)
+
+    def describe(self, state: dict) -> str:
+        worst = ", ".join(f"{name} {value:.3g}" for name, value in state["worst"][:3])
+        text = f"largest errors: {worst}"
+        if state["helped"] is not None:
+            text += f"; lower than RTN's on {state['helped']:.0%} of the layers"
+        return text
+
+    def draw(self, state: dict):
+        settings = state["settings"]
+        ratio = settings["view"] == "ratio"
+        return figures.layer_map(
+            state["grid"], [f"block {b}" for b in range(state["grid"].shape[0])], [p[:-5] for p in PROJECTIONS],
+            ratio=ratio, marked=[] if ratio else state["cells"],
+            colorbar_label=f"{settings['method']} error / RTN error" if ratio else "relative output error",
+            title=f"{settings['method']} {settings['setting']}: "
+                  + ("error divided by RTN's (blue: better)" if ratio else "output error per layer (worst outlined)"))

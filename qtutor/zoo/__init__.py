@@ -11,6 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MEASUREMENTS = {"smollm2": HERE / "smollm2_measurements.json"}
+LAYER_ERRORS = {"smollm2": HERE / "smollm2_layer_errors.json"}
 
 
 def measurements(model: str = "smollm2") -> dict:
@@ -26,4 +27,16 @@ def measurements(model: str = "smollm2") -> dict:
     return json.loads(path.read_text())
 
 
-__all__ = ["measurements"]
+def layer_errors(model: str = "smollm2") -> dict:
+    """Every linear layer's relative output error under RTN, GPTQ and AWQ at INT4 and INT3 in groups of 64, each
+    layer quantized on its own and measured on held-out inputs (written by ``python tools/layer_errors_smollm2.py``;
+    ``errors[setting][method][layer]``)."""
+    if model not in LAYER_ERRORS:
+        raise ValueError(f"no stored layer errors for model {model!r}; known: {', '.join(LAYER_ERRORS)}")
+    path = LAYER_ERRORS[model]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python tools/layer_errors_smollm2.py` to measure it")
+    return json.loads(path.read_text())
+
+
+__all__ = ["layer_errors", "measurements"]
