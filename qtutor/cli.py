@@ -75,9 +75,7 @@ def formats_command(args: argparse.Namespace) -> dict:
     rows = []
     for name in formats.names():
         fmt = formats.get(name)
-        group = fmt.default_group_size if fmt.default_group_size is not None else (128 if fmt.family == "integer" else None)
-        if fmt.family == "minifloat" and fmt.bits >= 16:
-            group = None
+        group = fmt.weight_group_size  # the granularity a weight gets when none is asked for: one rule, the format's
         granularity = {None: "cast", 0: "tensor", -1: "channel"}.get(group, f"g{group}")
         rows.append({
             "format": name,

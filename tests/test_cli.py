@@ -24,6 +24,10 @@ def test_formats_lists_every_format_with_its_bits_per_weight(capsys):
     rows = {row["format"]: row for row in result["formats"]}
     assert code == 0 and list(rows) == qt.formats.names()
     assert rows["mxfp4"]["bits_per_weight"] == 4.25 and rows["nf4"]["bits_per_weight"] == 4.5
+    for name, row in rows.items():  # the granularity shown is the one a weight gets (Format.weight_group_size)
+        group = qt.formats.get(name).weight_group_size
+        assert row["granularity"] == {None: "cast", 0: "tensor", -1: "channel"}.get(group, f"g{group}"), name
+    assert rows["fp8_e4m3"]["granularity"] == "channel" and rows["bf16"]["granularity"] == "cast"
 
 
 def test_ppl_reports_the_contracted_fields(capsys):
