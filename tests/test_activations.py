@@ -113,6 +113,10 @@ def test_llm_int8_in_the_model_is_the_per_layer_product(tiny, calib):
     np.testing.assert_allclose(seen_y, int8_method.matmul(X, W, 2.0), rtol=1e-6, atol=1e-6)
     assert stats.outlier_fraction(name) == pytest.approx(int8_method.outlier_fraction(X, 2.0))
     assert 0 < stats.outlier_fraction(name) < 1
+    layer = find_layer(model, name).module
+    assert "forward" not in vars(layer)  # the block put the layer's own forward back
+    _, after = outputs_of(model, calib[:1], name)
+    np.testing.assert_allclose(after, X @ W.T, rtol=1e-4, atol=1e-4)
 
 
 def test_llm_int8_is_within_one_percent_of_float(tiny, fp_ppl):

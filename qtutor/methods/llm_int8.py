@@ -127,18 +127,20 @@ def _gpu_int8_matmul(CA: Any, CB: Any) -> Any:
     return C
 
 
-def matmul(A: Any, W: Any, threshold: float = DEFAULT_THRESHOLD, outlier_weights: str = "fp") -> Any:
+def matmul(A: Any, W: Any, threshold: float = DEFAULT_THRESHOLD, outlier_weights: str = "fp", *,
+           quantized: Int8Weight | None = None) -> Any:
     """Y = A W^T the LLM.int8() way. ``A`` (tokens x in), ``W`` (out x in) floats or an :class:`Int8Weight`.
 
     ``threshold=float('inf')`` gives pure vector-wise INT8; a tiny threshold sends every column to the 16-bit path
     and gives the float product. ``outlier_weights``: ``"fp"`` (paper: original weights) or ``"int8"``
-    (bitsandbytes: dequantized int8 weights) for the outlier columns."""
+    (bitsandbytes: dequantized int8 weights) for the outlier columns. ``quantized``: ``quantize_weight(W)`` when
+    the caller already has it (a model's layer quantizes its weight once, not on every call)."""
     if outlier_weights not in ("fp", "int8"):
         raise ValueError(f"outlier_weights={outlier_weights!r}: use 'fp' (paper) or 'int8' (bitsandbytes)")
     xp = array_namespace(A)
     A = xp.asarray(A, dtype=np.float32)
     W_float = None if isinstance(W, Int8Weight) else xp.asarray(W, dtype=np.float32)
-    weight = W if isinstance(W, Int8Weight) else quantize_weight(W_float)
+    weight = W if isinstance(W, Int8Weight) else quantized if quantized is not None else quantize_weight(W_float)
     CA, row_absmax, outliers = quantize_activations(A, threshold)
     Y = int8_matmul(CA, weight.CB).astype(np.float32) * (row_absmax[:, None] * weight.absmax[None, :]
                                                          / np.float32(127 * 127))

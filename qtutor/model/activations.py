@@ -149,27 +149,31 @@ def llm_int8(model: Any, threshold: float = 6.0, outlier_weights: str = "fp", *,
     method.outlier_columns(np.zeros((1, 1), np.float32), threshold)  # threshold <= 0: a clear error, here
     stats = Int8Stats(float(threshold))
     chosen = _targets(model, roles, skip)
-    weights = {layer.name: get_weight(layer) for layer in chosen}
 
-    def product(name: str, module: Any):
+    def int8_forward(name: str, module: Any, W: np.ndarray):
+        """The layer's forward replaced by the LLM.int8() product: its weight quantized once, no float product."""
+        quantized = method.quantize_weight(W)
         bias = getattr(module, "bias", None)
         bias = None if bias is None else bias.detach().float().cpu().numpy()
 
-        def replace_output(module, args, output):
-            x = args[0]
+        def forward(x):
             A = x.detach().float().reshape(-1, x.shape[-1]).cpu().numpy()
-            Y = method.matmul(A, weights[name], threshold, outlier_weights)
+            Y = method.matmul(A, W, threshold, outlier_weights, quantized=quantized)
             if bias is not None:
                 Y = Y + bias
             outliers = len(method.outlier_columns(A, threshold)) if np.isfinite(threshold) else 0
             stats.outlier_columns[name] = stats.outlier_columns.get(name, 0) + outliers
             stats.columns[name] = stats.columns.get(name, 0) + A.shape[1]
-            return _as_tensor_like(Y.reshape(*x.shape[:-1], Y.shape[-1]), output)
-        return replace_output
+            return _as_tensor_like(Y.reshape(*x.shape[:-1], Y.shape[-1]), x)
+        return forward
 
-    handles = [layer.module.register_forward_hook(product(layer.name, layer.module)) for layer in chosen]
-    with _hooks(handles):
+    for layer in chosen:  # an instance attribute shadows the class's forward; deleting it restores the layer
+        layer.module.forward = int8_forward(layer.name, layer.module, get_weight(layer))
+    try:
         yield stats
+    finally:
+        for layer in chosen:
+            del layer.module.forward
 
 
 # ---- the KV cache ----------------------------------------------------------------------------------------------------
