@@ -21,3 +21,16 @@ def test_the_card_prints_the_measurements_it_ships():
     for row in rows:  # every variant's line in the card carries the stored perplexity and its error
         assert re.search(rf"\| {re.escape(row['label'])} \| [^|]+ \| {row['ppl']:.2f} ± {row['ppl_stderr']:.2f} \|", text)
         assert row["tokens"] == rows[0]["tokens"] and row["ppl_stderr"] > 0
+
+
+def test_the_layer_errors_cover_every_linear_of_smollm2_for_every_method_and_setting():
+    data = zoo.layer_errors("smollm2")
+    assert len(data["layers"]) == 210 and data["methods"] == ["RTN", "GPTQ", "AWQ"]
+    for setting in data["settings"]:
+        for method in data["methods"]:
+            errors = data["errors"][setting][method]
+            assert set(errors) == set(data["layers"]) and all(0 < e < 1 for e in errors.values())
+    int3, int4 = data["errors"]["INT3 g64"]["RTN"], data["errors"]["INT4 g64"]["RTN"]
+    assert all(int3[name] > int4[name] for name in int3)  # one bit fewer never rounds a layer better
+    with pytest.raises(ValueError, match="known: smollm2"):
+        zoo.layer_errors("tiny")

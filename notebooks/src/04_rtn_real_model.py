@@ -192,7 +192,8 @@ qt.notebook.claim("value projections (v_proj) make up at least half of the 15 la
 # Read the names: the value projections dominate, not the `down_proj` layers whose inputs carry the model's
 # largest activations (notebook 05). A layer's own output error is not yet the model's: a large error where the
 # output matters little can cost less perplexity than a small one where it matters. Measuring what matters
-# needs data — the calibration inputs that GPTQ (06) and AWQ (07) use to choose their rounding.
+# needs data — the calibration inputs that GPTQ (06) and AWQ (07) use to choose their rounding. Notebook 15 maps
+# every layer's error under RTN, GPTQ and AWQ side by side.
 
 # %% [markdown]
 # ## Watch it break
