@@ -342,12 +342,13 @@ class GPTQStepper:
         from qtutor.methods import gptq
 
         columns = self.W.shape[1]
-        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not self.BITS[0] <= bits <= self.BITS[1]:
-            raise ValueError(f"bits={bits!r} is out of range: the stepper's grids are INT{self.BITS[0]}..INT{self.BITS[1]}")
+        low, high = self.BITS
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not low <= bits <= high:
+            raise ValueError(f"bits={bits!r} is out of range: the stepper's grids are INT{low}..INT{high}")
         if not (isinstance(damping, (int, float, np.floating)) and np.isfinite(damping) and damping > 0):
-            raise ValueError(f"damping={damping!r} % must be > 0: GPTQ adds damping % of mean(diag H) to the diagonal "
-                             "so that H can be inverted (1 % is the reference's default)")
-        if group_size not in (-1,) and (group_size < 1 or columns % group_size):
+            raise ValueError(f"damping={damping!r} % is not positive: GPTQ adds damping % of mean(diag H) to the "
+                             "diagonal so that H can be inverted (1 % is the reference's default)")
+        if group_size != -1 and (group_size < 1 or columns % group_size):
             raise ValueError(f"group size {group_size} does not divide the {columns} columns of this slice; use per "
                              f"channel or one of {', '.join(map(str, self.group_sizes(columns)))}")
         return gptq.GPTQ(self.W, self.hessian, formats.get(f"int{bits}"), group_size, blocksize=self.blocksize,
