@@ -118,8 +118,7 @@ def test_gptq_stepper_controls_rebuild_the_solver_and_replay_it():
     assert app.solver.fmt.bits == 4 and app.state["settings"]["bits"] == 4 and app.state["done"]
     assert not np.array_equal(app.state["codes"], codes3) and np.abs(app.state["codes"]).max() > 3  # INT4 uses +-7
     app.press("Reset")
-    for _ in range(3):
-        app.press("Step")
+    app.press("Step", times=3)
     app.controls["group_size"].value = "8"
     assert app.solver.group_size == 8 and app.state["position"] == 3  # replayed to the same column
     app.controls["act_order"].value = True

@@ -266,7 +266,8 @@ def gptq_step(weights: np.ndarray, order: Sequence[int], position: int, error: n
         for (r, c), value in np.ndenumerate(update):
             if value != 0:
                 text = f"{value:+.2f}"
-                ax_d.text(c, r, "0" if float(text) == 0 else text, ha="center", va="center", fontsize=10)
+                ax_d.text(c, r, "0" if float(text) == 0 else text, ha="center", va="center", fontsize=10,
+                          color="white" if abs(value) > 0.6 * bound else "black")
 
     if blocksize and blocksize < columns:
         for ax in (ax_w, ax_u, ax_d):

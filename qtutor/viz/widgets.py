@@ -408,16 +408,19 @@ class GPTQStepper:
         self.history.append(layer_loss(self.W, self.solver.current_weights(), self.hessian.H))
         return self.last_step
 
-    def press(self, name: str) -> None:
-        """What a button does (callable directly: tests and static notebooks use it)."""
-        solver = self.solver
-        if name == "Reset":
-            solver.reset()
-            self.history, self.last_step = [], None
-        elif name not in ("Step", "Block", "Run"):
+    def press(self, name: str, times: int = 1) -> None:
+        """What a button does, ``times`` times over, then one redraw (callable directly: tests and static
+        notebooks use it; ``press("Step", times=20)`` draws once instead of twenty times)."""
+        if name not in ("Step", "Block", "Run", "Reset"):
             raise ValueError(f"no button {name!r}: Step, Block, Run or Reset")
-        elif not solver.done:
-            if name == "Step":
+        solver = self.solver
+        for _ in range(times):
+            if name == "Reset":
+                solver.reset()
+                self.history, self.last_step = [], None
+            elif solver.done:
+                break
+            elif name == "Step":
                 self._step()
             elif name == "Block":
                 self._step()
