@@ -398,8 +398,10 @@ claim("with 8 windows, each tenfold damping lowers the error on test text, and a
 # half an hour on two cores).
 #
 # ## What you learned
-# * GPTQ minimizes each layer's output error: each column's rounding error is redistributed over the columns
-#   not yet quantized, through the inverse Hessian of the layer's inputs.
+# * GPTQ minimizes each layer's output error: each column's rounding error $e$ is spread over the columns not
+#   yet quantized along a row of the Cholesky factor of $H^{-1}$. Damping keeps $H$ invertible (and, with little
+#   calibration, keeps GPTQ close to rounding), act-order takes the costly columns first, and lazy batches make
+#   it fast without changing the result.
 # * It is only as good as its estimate of $H$: the calibration set must be many times wider than the layer and
 #   come from the text the model will see; with too little, GPTQ fits the calibration tokens and can do worse
 #   than plain rounding on new text.
