@@ -79,7 +79,7 @@ print(f"output loss: GPTQ {toy['gptq']:.4f}   RTN {toy['rtn']:.4f}")
 print("the same as the solver's result:", abs(layer_loss(W, result.dequantize(), H.H) / toy["gptq"] - 1) < 1e-6)
 
 # %% [markdown]
-# And that state drawn as the widget draws it (the figure is 1280 pixels wide, for a projector):
+# And that state drawn as the widget draws it (1080 pixels wide: unscaled in a 1280-pixel window, for a projector):
 
 # %%
 stepper_static = widgets.GPTQStepper(W, X, bits=3, group_size=-1, blocksize=4)

@@ -202,8 +202,10 @@ def gptq_step(weights: np.ndarray, order: Sequence[int], position: int, error: n
               hinv_row: np.ndarray | None = None, d: float | None = None, update: np.ndarray | None = None,
               gptq_loss: Sequence[float] = (), rtn_loss: Sequence[float] = (), blocksize: int | None = None,
               annotate: bool | None = None, title: str = ""):
-    """One step of GPTQ on one layer, drawn to be read on a projector (16 x 9 inches: 1280 x 720 px at 80 dpi;
-    every text 10 pt or more; the numbers of the cells only when the matrix is small enough for them to fit).
+    """One step of GPTQ on one layer, drawn to be read on a projector: 13.5 x 8.5 inches, 1080 x 680 px at the
+    notebooks' 80 dpi, so that JupyterLab shows it unscaled in a 1280-px-wide window (a wider image is shrunk to
+    the output area, and its fonts with it); every text 10 pt or more; the numbers of the cells only when the
+    matrix is small enough for them to fit.
 
     Columns are drawn in the order GPTQ takes them (``order[k]``: the original index of the k-th column; with
     act-order that is not left to right), so the quantized columns are always the first ``position`` ones and
@@ -223,7 +225,7 @@ def gptq_step(weights: np.ndarray, order: Sequence[int], position: int, error: n
     order = np.asarray(order)
     annotate = (rows <= 12 and columns <= 16) if annotate is None else annotate
     just_rounded = position - 1 if error is not None else None
-    fig = plt.figure(figsize=(16, 9), layout="constrained")
+    fig = plt.figure(figsize=(13.5, 8.5), layout="constrained")
     grid = fig.add_gridspec(3, 2, height_ratios=[1, 0.6, 1], width_ratios=[4, 1.3])
     ax_w = fig.add_subplot(grid[0, 0])
     ax_e = fig.add_subplot(grid[0, 1], sharey=ax_w)
@@ -231,7 +233,7 @@ def gptq_step(weights: np.ndarray, order: Sequence[int], position: int, error: n
     ax_text = fig.add_subplot(grid[1, 1])
     ax_d = fig.add_subplot(grid[2, 0], sharex=ax_w)
     ax_l = fig.add_subplot(grid[2, 1])
-    big, normal = 13, 11
+    big, normal = 12, 11
 
     limit = float(np.nanmax(np.abs(weights))) or 1.0
     ax_w.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
@@ -241,8 +243,8 @@ def gptq_step(weights: np.ndarray, order: Sequence[int], position: int, error: n
     if just_rounded is not None:
         ax_w.add_patch(plt.Rectangle((just_rounded - 0.5, -0.5), 1, rows, fill=False, edgecolor="black",
                                      linewidth=2.5))
-    ax_w.set_title(f"weights as GPTQ sees them: {position} of {columns} columns quantized (orange), "
-                   + ("the one just rounded in black" if just_rounded is not None else "press Step"), fontsize=big)
+    ax_w.set_title(f"weights as GPTQ sees them: {position} of {columns} columns quantized (orange)"
+                   + (", the one just rounded in black" if just_rounded is not None else ""), fontsize=big)
     ax_w.set_ylabel("row (output)", fontsize=normal)
 
     update = np.zeros_like(weights) if update is None else np.asarray(update, dtype=np.float64)
@@ -254,8 +256,8 @@ def gptq_step(weights: np.ndarray, order: Sequence[int], position: int, error: n
         if block_end < columns:
             ax_d.add_patch(plt.Rectangle((block_end - 0.5, -0.5), columns - block_end, rows, fill=False,
                                          hatch="//", edgecolor=GRID, linewidth=0))
-    ax_d.set_title("update pushed onto the columns not yet quantized: -(e / d) x U[i, i+1:]"
-                   + (" (hatched: beyond this block, applied when it ends)" if block_end and block_end < columns
+    ax_d.set_title("update -(e / d) x U[i, i+1:] of the columns not yet quantized"
+                   + (" (hatched: after this block, in one product)" if block_end and block_end < columns
                       else ""), fontsize=big)
     ax_d.set_ylabel("row (output)", fontsize=normal)
     ax_d.set_xlabel("column (input feature), in the order GPTQ quantizes them", fontsize=normal)
@@ -284,8 +286,8 @@ def gptq_step(weights: np.ndarray, order: Sequence[int], position: int, error: n
         ax_u.bar(at[1:], hinv_row[1:], color=ORIGINAL, width=0.8)
         ax_u.bar(at[:1], hinv_row[:1], color="black", width=0.8)
         ax_u.axhline(0, color="black", linewidth=0.8)
-        ax_u.set_title(f"row i = {just_rounded} of U, the Cholesky factor of H⁻¹ (H⁻¹ = UᵀU): "
-                       f"d = U_ii = {d:.3g} (black), U[i, i+1:] spreads the error (blue)", fontsize=big)
+        ax_u.set_title(f"row i = {just_rounded} of U, the Cholesky factor of H⁻¹ = UᵀU: d = U_ii = {d:.3g} "
+                       "(black); U[i, i+1:] spreads e (blue)", fontsize=big)
     else:
         ax_u.set_title("row i of U, the Cholesky factor of H⁻¹, appears here after a step", fontsize=big)
     ax_u.set_ylabel("U[i, j]", fontsize=normal)
@@ -331,7 +333,7 @@ def gptq_step(weights: np.ndarray, order: Sequence[int], position: int, error: n
     ax_w.tick_params(labelbottom=False)
     ax_u.tick_params(labelbottom=False)
     if title:
-        fig.suptitle(title, fontsize=15)
+        fig.suptitle(title, fontsize=13)
     return fig
 
 
