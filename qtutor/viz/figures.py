@@ -263,7 +263,8 @@ def gptq_step(weights: np.ndarray, order: Sequence[int], position: int, error: n
     ax_d.set_xlabel("column (input feature), in the order GPTQ quantizes them", fontsize=normal)
     if annotate:
         for (r, c), value in np.ndenumerate(weights):
-            ax_w.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=10,
+            text = f"{value:.2f}"
+            ax_w.text(c, r, "0.00" if float(text) == 0 else text, ha="center", va="center", fontsize=10,
                       color="white" if abs(value) > 0.6 * limit else "black")
         for (r, c), value in np.ndenumerate(update):
             if value != 0:
