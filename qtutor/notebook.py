@@ -139,3 +139,32 @@ def setup_notebook(seed: int = 0, threads: int | None = None, show_banner: bool 
     if show_banner:
         banner()
     sys.stdout.flush()
+
+
+def perplexity_against_rtn(method: str, fp: Any, rtn: Any, quantized: Any, setting: str,
+                           float_label: str = "float") -> dict:
+    """Print float, RTN and ``method`` perplexities on the same tokens, and return the numbers a claim needs.
+
+    ``fp``, ``rtn`` and ``quantized`` are :class:`qtutor.eval.perplexity.Score` of the float model, of RTN and
+    of the method at the same ``setting`` (e.g. ``"INT3 g64"``). Each change from float carries its paired
+    standard error (token by token), the method is compared with RTN the same way, and "gap closed" is the share
+    of RTN's increase that the method removes, 1 - change(method) / change(RTN). Measured figures: print them in
+    a cell nbval does not check, and state what they show with :func:`claim`.
+
+    Returns ``{"rtn": ..., method: ..., "against_rtn": ...}`` (each a :meth:`Score.compare` dict with ``ppl`` and
+    ``ppl_stderr`` added) and ``"closed"``."""
+    points = {"rtn": {"ppl": rtn.ppl, "ppl_stderr": rtn.ppl_stderr, **rtn.compare(fp)},
+              method: {"ppl": quantized.ppl, "ppl_stderr": quantized.ppl_stderr, **quantized.compare(fp)}}
+    against = quantized.compare(rtn)
+    closed = 1 - points[method]["delta_pct"] / points["rtn"]["delta_pct"]
+
+    def noise(point: dict) -> str:
+        return "" if point["significant"] else " (inside the noise)"
+
+    print(f"{float_label:22s} perplexity {fp.ppl:6.2f} +- {fp.ppl_stderr:.2f}   on {fp.describe()}")
+    for label, point in ((f"RTN {setting}", points["rtn"]), (f"{method} {setting}", points[method])):
+        print(f"{label:22s} perplexity {point['ppl']:6.2f} +- {point['ppl_stderr']:.2f}   "
+              f"{percent(point['delta_pct'])} +- {point['delta_pct_stderr']:.1f} from float{noise(point)}")
+    print(f"{method} against RTN, token by token: {percent(against['delta_pct'])} "
+          f"+- {against['delta_pct_stderr']:.1f}{noise(against)};  gap closed: {closed:.0%}")
+    return {**points, "against_rtn": against, "closed": closed}

@@ -62,3 +62,31 @@ def test_a_notebook_kernel_starts_under_its_configuration_and_the_environment_co
         next(hook)
     assert during == {"ATEN_CPU_CAPABILITY": "default", "QTUTOR_THREADS": "2", "MKL_ENABLE_INSTRUCTIONS": None}
     assert os.environ["ATEN_CPU_CAPABILITY"] == "avx512" and "MKL_ENABLE_INSTRUCTIONS" not in os.environ
+
+
+def test_perplexity_against_rtn_prints_paired_changes_and_the_gap_closed(capsys):
+    import math
+
+    import numpy as np
+
+    from qtutor.eval.perplexity import Score
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.0, 5.0, 4000)
+    fp = Score(base, "test", 512, 256)
+    rtn = Score(base + 0.2 + rng.normal(0, 0.05, base.size), "test", 512, 256)  # +22 % perplexity
+    method = Score(base + 0.05 + rng.normal(0, 0.05, base.size), "test", 512, 256)  # +5 %, closes ~3/4
+    result = notebook.perplexity_against_rtn("GPTQ", fp, rtn, method, "INT3 g64", float_label="float (Q4_1)")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    assert lines[0].startswith("float (Q4_1)") and "on 4000 tokens of the test split (ctx 512, stride 256)" in lines[0]
+    assert lines[1].startswith("RTN INT3 g64") and lines[2].startswith("GPTQ INT3 g64")
+    rtn_change = 100 * (math.exp(float((rtn.nll - base).mean())) - 1)
+    assert result["rtn"]["delta_pct"] == rtn.compare(fp)["delta_pct"] and f"+{rtn_change:.1f} %" in lines[1]
+    assert result["GPTQ"]["ppl"] == method.ppl and result["against_rtn"] == method.compare(rtn)
+    assert result["closed"] == 1 - result["GPTQ"]["delta_pct"] / result["rtn"]["delta_pct"]
+    assert 0.7 < result["closed"] < 0.8 and lines[3].endswith(f"gap closed: {result['closed']:.0%}")
+    assert lines[3].startswith("GPTQ against RTN, token by token: -") and "noise" not in lines[3]
+    same = notebook.perplexity_against_rtn("AWQ", fp, rtn, Score(rtn.nll + rng.normal(0, 0.01, base.size), "test",
+                                                                   512, 256), "INT3 g64")
+    assert not same["against_rtn"]["significant"] and "(inside the noise)" in capsys.readouterr().out

@@ -64,3 +64,14 @@ def test_a_solution_cell_is_built_with_its_source_folded_and_nbval_still_runs_it
     assert cells[1].metadata["jupyter"] == {"source_hidden": True} and cells[1].source == "print(6 * 7)"
     assert "jupyter" not in cells[2].metadata and "nbval-skip" not in cells[1].metadata["tags"]
 
+
+
+def test_every_notebook_from_04_on_has_exercises_with_a_solution_cell():
+    for path in NOTEBOOKS:
+        if int(path.name[:2]) < 4:
+            continue
+        cells = nbformat.read(path, as_version=4).cells
+        solutions = [c for c in cells if "solution" in c.metadata.get("tags", [])]
+        assert solutions, f"{path.name}: write an exercise's solution in a cell tagged 'solution'"
+        assert all(c.metadata.get("jupyter", {}).get("source_hidden") for c in solutions), path.name
+        assert any("Exercise" in c.source for c in cells if c.cell_type == "markdown"), path.name

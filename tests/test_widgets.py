@@ -51,17 +51,172 @@ def test_format_explorer_shows_fp16_overflowing_where_bf16_keeps_the_range_and_b
     assert np.allclose(np.diff(shown), 2.0 ** -12)  # fp16's spacing in [1/4, 1/2): 2^-2 / 2^10
 
 
+def correlated_toy_layer(rows: int = 8, columns: int = 16, tokens: int = 256, seed: int = 0):
+    """W and inputs X whose features are correlated, as real activations are (notebook 06's toy layer)."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.standard_normal((columns, columns)) * 0.6 + np.eye(columns)
+    X = (rng.standard_normal((tokens, columns)) @ mixing).astype(np.float32)
+    return rng.standard_normal((rows, columns)).astype(np.float32), X
+
+
+def reference_solver(W, X, bits=3, group_size=-1, act_order=False, damping=1.0, blocksize=4):
+    from qtutor import formats
+    from qtutor.methods import gptq
+
+    return gptq.GPTQ(W, gptq.Hessian(W.shape[1]).add(X), formats.get(f"int{bits}"), group_size, blocksize=blocksize,
+                     percdamp=damping / 100, act_order=act_order)
+
+
 def test_gptq_stepper_buttons_walk_the_columns():
-    rng = np.random.default_rng(1)
-    W, X = rng.standard_normal((8, 16)).astype(np.float32), rng.standard_normal((64, 16)).astype(np.float32)
-    app = widgets.GPTQStepper(W, X, fmt="int3", group_size=-1, blocksize=4)
+    W, X = correlated_toy_layer(seed=1)
+    app = widgets.GPTQStepper(W, X, bits=3, group_size=-1, blocksize=4)
     app.press("Step")
     assert app.state["last_column"] == 0 and app.state["position"] == 1
     app.press("Block")
+    assert app.state["position"] == 4  # the rest of the first block of 4
     app.press("Run")
-    assert app.state["done"] and app.state["gptq_loss"] <= app.state["rtn_loss"] * (1 + 1e-6)
+    assert app.state["done"] and app.state["position"] == 16
     app.press("Reset")
-    assert not app.state["done"]
+    assert not app.state["done"] and app.state["position"] == 0 and app.state["last_column"] is None
+
+
+def test_gptq_stepper_step_shows_the_error_and_the_row_of_the_cholesky_factor_that_gptq_step_returns():
+    W, X = correlated_toy_layer()
+    app = widgets.GPTQStepper(W, X, bits=3, act_order=True, blocksize=4)
+    solver = reference_solver(W, X, bits=3, act_order=True)
+    for _ in range(6):  # across a block boundary
+        app.press("Step")
+        step = solver.step()
+        assert app.state["last_column"] == step.column
+        np.testing.assert_array_equal(app.state["last_error"], step.error)
+        np.testing.assert_array_equal(app.state["last_hinv_row"], step.hinv_row)
+        assert app.state["last_d"] == step.d
+        data = app.figure_data()  # what the figure draws: the update on the columns not yet quantized
+        assert list(data["order"]) == list(solver.perm) and data["position"] == solver.position
+        np.testing.assert_allclose(data["update"][:, step.position + 1:],
+                                   -np.outer(step.error / step.d, step.hinv_row[1:]), rtol=1e-6)
+        assert not data["update"][:, :step.position + 1].any()
+
+
+@pytest.mark.parametrize("settings", [dict(bits=3, group_size=-1, act_order=False),
+                                      dict(bits=4, group_size=8, act_order=True, damping=10.0),
+                                      dict(bits=2, group_size=4, act_order=False, damping=0.1)])
+def test_gptq_stepper_run_reaches_what_gptq_run_returns(settings):
+    W, X = correlated_toy_layer()
+    app = widgets.GPTQStepper(W, X, blocksize=4, **settings)
+    app.press("Step")
+    app.press("Run")
+    expected = reference_solver(W, X, **settings).run()
+    assert app.state["done"]
+    np.testing.assert_array_equal(app.solver.result().codes, expected.codes)
+    np.testing.assert_allclose(app.solver.result().dequantize(), expected.dequantize(), rtol=0, atol=0)
+
+
+def test_gptq_stepper_running_loss_ends_below_rtn_on_a_correlated_layer():
+    from qtutor import formats
+    from qtutor.eval.layer_error import layer_loss, running_rtn_loss
+
+    W, X = correlated_toy_layer()
+    app = widgets.GPTQStepper(W, X, bits=3, blocksize=4)
+    app.press("Run")
+    H = app.hessian.H
+    assert app.state["gptq_loss"] == pytest.approx(layer_loss(W, app.solver.result().dequantize(), H), rel=1e-6)
+    rounded = formats.get("int3").encode(W, group_size=-1).dequantize()
+    assert app.state["rtn_loss"] == pytest.approx(layer_loss(W, rounded, H), rel=1e-6)
+    assert app.state["rtn_loss"] == pytest.approx(running_rtn_loss(W, H, formats.get("int3"))[-1])
+    assert app.state["gptq_loss"] < 0.9 * app.state["rtn_loss"]
+    assert len(app.history) == 16 and app.history[-1] == app.state["gptq_loss"]
+
+
+def test_gptq_stepper_controls_rebuild_the_solver_and_replay_it():
+    W, X = correlated_toy_layer()
+    app = widgets.GPTQStepper(W, X, bits=3, blocksize=4)
+    app.press("Run")
+    codes3 = app.state["codes"]
+    app.controls["bits"].value = 4
+    assert app.solver.fmt.bits == 4 and app.state["settings"]["bits"] == 4 and app.state["done"]
+    assert not np.array_equal(app.state["codes"], codes3) and np.abs(app.state["codes"]).max() > 3  # INT4 uses +-7
+    app.press("Reset")
+    app.press("Step", times=3)
+    app.controls["group_size"].value = "8"
+    assert app.solver.group_size == 8 and app.state["position"] == 3  # replayed to the same column
+    app.controls["act_order"].value = True
+    assert app.solver.act_order and list(app.solver.perm) != list(range(16))
+    assert app.state["last_column"] == int(app.solver.perm[2])
+    app.controls["damping"].value = 10.0
+    assert app.solver.percdamp == pytest.approx(0.1) and app.state["settings"]["damping"] == 10.0
+    app.controls["group_size"].value = "per channel"
+    assert app.solver.group_size == -1 and app.message.value == ""
+
+
+def test_gptq_stepper_bad_controls_show_a_message_and_keep_the_previous_state():
+    W, X = correlated_toy_layer()
+    app = widgets.GPTQStepper(W, X, bits=3, group_size=8, blocksize=4)
+    for _ in range(5):
+        app.press("Step")
+    solver, state = app.solver, dict(app.state)
+    for control, value, words in (("group_size", "5", "does not divide the 16 columns"),
+                                  ("group_size", "six", "not a number"),
+                                  ("damping", 0.0, "is not positive"), ("damping", -1.0, "is not positive")):
+        app.controls[control].value = value
+        assert words in app.message.value and words in app.state["error"]
+        assert app.solver is solver and app.state["position"] == state["position"] == 5
+        assert app.state["settings"] == state["settings"]
+        np.testing.assert_array_equal(app.state["codes"], state["codes"])
+        app.controls[control].value = {"group_size": "8", "damping": 1.0}[control]  # a good value again
+        assert app.message.value == "" and "error" not in app.state and app.state["position"] == 5
+        np.testing.assert_array_equal(app.state["codes"], state["codes"])  # the same settings, replayed
+        solver = app.solver
+    assert not app.configure(bits=9) and "out of range" in app.message.value and app.solver.fmt.bits == 3
+    app.press("Step")  # the buttons still work after a refused setting
+    assert app.state["position"] == 6
+
+
+@pytest.mark.parametrize("bad, words", [(dict(group_size=5), "does not divide"), (dict(damping=0), "is not positive"),
+                                        (dict(bits=9), "out of range"), (dict(bits=1), "out of range")])
+def test_gptq_stepper_built_with_bad_arguments_raises_a_clear_value_error(bad, words):
+    W, X = correlated_toy_layer()
+    with pytest.raises(ValueError, match=words):
+        widgets.GPTQStepper(W, X, **{"bits": 3, **bad})
+
+
+def test_gptq_stepper_figure_is_readable_on_a_projector():
+    W, X = correlated_toy_layer()
+    for shape, numbers in (((8, 16), True), ((32, 64), False)):
+        rows, columns = shape
+        W, X = correlated_toy_layer(rows, columns)
+        app = widgets.GPTQStepper(W, X, bits=3, blocksize=4)
+        app.press("Step")
+        figure = widgets.figures.gptq_step(**app.figure_data())
+        width, height = figure.get_size_inches() * 80  # the notebooks' dpi
+        assert width <= 1100 and height <= 2000  # unscaled in JupyterLab's output area of a 1280-px window
+        texts = [t for t in figure.findobj(matplotlib.text.Text) if t.get_text()]
+        assert min(t.get_fontsize() for t in texts) >= 10
+        cell_numbers = [t for t in figure.axes[0].texts]
+        assert bool(cell_numbers) == numbers and (not numbers or len(cell_numbers) == rows * columns)
+        matplotlib.pyplot.close(figure)
+
+
+def test_gptq_stepper_on_a_slice_of_the_tiny_model_uses_the_slices_real_hessian():
+    import qtutor as qt
+    from qtutor.methods import gptq
+
+    model, _ = qt.load_model("tiny")
+    calib = qt.data.calibration(n_samples=2, seq_len=64)
+    layer = "model.layers.1.self_attn.o_proj"
+    app = widgets.GPTQStepper.from_layer(model, layer, calib, rows=32, cols=64, row_start=8, col_start=64)
+    W = qt.model.get_weight(qt.model.find_layer(model, layer))
+    np.testing.assert_array_equal(app.W, W[8:40, 64:128])
+    X = qt.model.capture_inputs(model, calib, [layer])[layer]
+    np.testing.assert_allclose(app.hessian.H, gptq.hessian(X[:, 64:128]), rtol=1e-5, atol=1e-8)
+    assert app.hessian.n_tokens == 128 and app.solver.blocksize == 16
+    assert 16 in app.group_sizes(64) and "32" in app.group_choices
+    app.press("Step")
+    assert app.state["position"] == 1 and app.state["last_error"].shape == (32,)
+    app.press("Run")
+    assert app.state["done"] and np.isfinite(app.state["gptq_loss"])
+    with pytest.raises(ValueError, match="do not fit"):
+        widgets.GPTQStepper.from_layer(model, layer, calib, cols=64, col_start=200)
 
 
 def test_block_anatomy_rebuilds_the_chosen_weight():

@@ -21,6 +21,7 @@
 import numpy as np
 import matplotlib.pyplot as plt
 import qtutor as qt
+from qtutor.eval.layer_error import gptq_vs_rtn, layer_loss
 from qtutor.eval.perplexity import score
 from qtutor.eval.sweep import evaluate
 from qtutor.methods import gptq, rtn
@@ -33,8 +34,22 @@ qt.setup_notebook(seed=0)
 # ## Step through it
 #
 # A toy layer of 8 outputs × 16 inputs, whose inputs are correlated (as real activations are). Press **Step**
-# to quantize one column to INT3: its rounding error (red) is pushed onto the columns to its right. The loss
-# curve compares GPTQ's running output error with RTN's.
+# to quantize one column to INT3, **Block** to finish the current block of columns, **Run** for all of them,
+# **Reset** to start again. Each step draws the two things the update is made of:
+#
+# * the column being rounded (outlined in black in the top panel) and its **rounding error** $e = w - q$, one
+#   number per row (red bars, right);
+# * the row of $U$, the upper **Cholesky factor of $H^{-1}$** ($H^{-1} = U^\top U$), that spreads it (middle):
+#   its first entry $d = U_{ii}$ scales the error, the rest say how much of it each remaining column takes;
+#
+# and their product, the **update** $-\frac{e}{d}\,U_{i,\,i+1:}$ pushed onto the columns not yet quantized
+# (bottom), with the running layer loss of GPTQ against RTN's when the same columns are rounded (bottom right).
+# Columns are drawn in the order GPTQ takes them, so the quantized ones are always on the left.
+#
+# The controls rebuild the solver and replay it to the same column: **bits** (INT2 to INT8), **group size**
+# (one scale per row, or per group of columns; type a size or pick one), **act-order** and **damping**, the
+# subject of the next section. A setting that makes no sense (a group size that does not divide the 16 columns,
+# damping of 0) is answered in red under the buttons.
 
 # %%
 rng = np.random.default_rng(0)
@@ -43,29 +58,93 @@ X = (rng.standard_normal((256, 16)) @ mixing).astype(np.float32)  # 256 tokens o
 W = rng.standard_normal((8, 16)).astype(np.float32)
 
 # %% tags=["nbval-ignore-output"]
-stepper = widgets.GPTQStepper(W, X, fmt="int3", group_size=-1, blocksize=4)
+stepper = widgets.GPTQStepper(W, X, bits=3, group_size=-1, blocksize=4)
 stepper
 
 # %% [markdown]
 # The same object without the widget: after four steps, the state an instructor would point at.
 
 # %% tags=["nbval-check-output"]
-solver = gptq.GPTQ(W, gptq.Hessian(16).add(X), qt.formats.get("int3"), group_size=-1, blocksize=4)
+H = gptq.Hessian(16).add(X)
+int3 = qt.formats.get("int3")
+solver = gptq.GPTQ(W, H, int3, group_size=-1, blocksize=4)
 for _ in range(4):
     step = solver.step()
-print("column", step.column, " rounding error of that column (first 3 rows):", np.round(np.asarray(step.error)[:3], 4))
+print("column", step.column, " rounding error e = w - q (first 3 rows):", np.round(np.asarray(step.error)[:3], 4))
+print(f"d = U_ii = {step.d:.4f};  U[i, i+1:i+4] = {np.round(np.asarray(step.hinv_row)[1:4], 4)}")
 print("columns updated by it:", list(step.update_columns)[:6], "...")
 result = solver.run()
-H = gptq.Hessian(16).add(X).H
-rounded = qt.formats.get("int3").encode(W, group_size=-1).dequantize()
-print(f"output loss: GPTQ {gptq.layer_loss(W, result.dequantize(), H):.4f}   RTN {gptq.layer_loss(W, rounded, H):.4f}")
+toy = gptq_vs_rtn(W, X, int3, group_size=-1, blocksize=4)  # both methods' loss ||WX - W_hat X||^2 / n
+print(f"output loss: GPTQ {toy['gptq']:.4f}   RTN {toy['rtn']:.4f}")
+print("the same as the solver's result:", abs(layer_loss(W, result.dequantize(), H.H) / toy["gptq"] - 1) < 1e-6)
+
+# %% [markdown]
+# And that state drawn as the widget draws it (1080 pixels wide: unscaled in a 1280-pixel window, for a projector):
 
 # %%
-stepper_static = widgets.GPTQStepper(W, X, fmt="int3", group_size=-1, blocksize=4)
-for _ in range(5):
-    stepper_static.solver.step()  # five steps without drawing
-stepper_static.press("Step")  # the sixth as the button does it, which draws the widget's figure
+stepper_static = widgets.GPTQStepper(W, X, bits=3, group_size=-1, blocksize=4)
+stepper_static.press("Step", times=4)
 stepper_static.figure
+
+# %% [markdown]
+# ## Three knobs: damping, act-order, lazy batches
+#
+# **Damping.** $H = 2XX^\top/n$ from $n$ tokens has rank at most $n$, and even when $n$ is larger than the number
+# of inputs it can be close to singular (two inputs that always move together). GPTQ needs its inverse, so it
+# adds $\lambda I$ first, $\lambda = p \cdot \operatorname{mean}(\operatorname{diag} H)$ with $p = 1\,\%$ by
+# default (`percdamp=0.01`; the stepper's damping control is $p$ in percent). Damping also tames the update: an
+# almost singular $H$ gives huge entries in $U$, and the remaining columns would be pushed far from their values
+# to cancel errors that exist only in the calibration sample. Too much damping goes the other way: $H + \lambda I$
+# looks like $\lambda I$, the inputs look uncorrelated, $U$ becomes diagonal and no error is passed on: GPTQ
+# becomes RTN.
+#
+# **Act-order.** The order of the columns is free. The last column has nobody left to absorb its error, the first
+# has every other column. Act-order quantizes the columns by decreasing $H_{jj}$, the mean square of their inputs,
+# so that the columns whose errors cost most go first, while many columns remain (with groups, a group is then a
+# run of columns in that order: `g_idx` in a GPTQ checkpoint records which group each column belongs to).
+#
+# **Lazy batches.** Column by column, each step updates every later column: $n$ rank-one updates of the whole
+# matrix, each reading and writing all of $W$, which is slow on any machine. The result does not change if the
+# updates to columns *beyond* the current block of $B$ columns wait: the block keeps its errors, and when it ends
+# they are applied in one matrix product, $W_{:,\,\text{end}:} \mathrel{-}= E\,U_{\text{block},\,\text{end}:}$
+# (the hatched part of the update panel; `blocksize`, 128 in the reference). Same algorithm, same weights up to the
+# order of float additions, and the work moves into a few large products.
+
+# %% [markdown]
+# **Exercise 1.** In the stepper, press **Run**, then set damping to 0.01 %, 10 % and 1000 %. Which is closest to
+# RTN's loss, and why? (Look at the middle panel after one step at 1000 %.)
+
+# %% tags=["solution", "nbval-check-output"]
+damped = {p: layer_loss(W, gptq.quantize(W, int3, -1, H=H, percdamp=p / 100, blocksize=4).dequantize(), H.H)
+          for p in (0.01, 1, 10, 1000)}
+rtn_toy = toy["rtn"]
+print("final loss by damping:", {f"{p:g} %": round(loss, 3) for p, loss in damped.items()}, f" RTN {rtn_toy:.3f}")
+qt.notebook.claim("at 1000 % damping GPTQ's loss is RTN's (within 0.1 %): H + lambda I looks diagonal, no error "
+                  "is passed on", abs(damped[1000] / rtn_toy - 1) < 1e-3)
+qt.notebook.claim("at 0.01 %, 1 % and 10 % GPTQ is at least a fifth below RTN",
+                  all(damped[p] < 0.8 * rtn_toy for p in (0.01, 1, 10)))
+
+# %% [markdown]
+# **Exercise 2.** Tick act-order in the stepper and run it. Which columns come first, and what happens to the loss?
+# Then try groups of 4 with and without act-order.
+
+# %% tags=["solution", "nbval-check-output"]
+ordered = gptq.GPTQ(W, H, int3, group_size=-1, blocksize=4, act_order=True)
+print("act-order takes the columns in the order", list(ordered.perm))
+print("largest H_jj first:", bool(np.all(np.diff(np.diag(H.H)[ordered.perm]) <= 0)))
+losses = {(group, order): layer_loss(W, gptq.quantize(W, int3, group, H=H, act_order=order, blocksize=4).dequantize(),
+                                     H.H) for group in (-1, 4) for order in (False, True)}
+for group in (-1, 4):
+    qt.notebook.claim(f"{'per channel' if group == -1 else 'groups of 4'}: act-order takes a third or more off the loss",
+                      losses[group, True] < 2 / 3 * losses[group, False])
+
+# %% [markdown]
+# **Exercise 3.** Lazy batches should change the arithmetic, not the result: check that blocksizes 1, 4 and 16
+# give the same INT3 codes on the toy layer.
+
+# %% tags=["solution", "nbval-check-output"]
+codes = {size: np.asarray(gptq.quantize(W, int3, -1, H=H, blocksize=size).codes) for size in (1, 4, 16)}
+qt.notebook.claim("blocksizes 1, 4 and 16 give the same codes", all(np.array_equal(codes[1], c) for c in codes.values()))
 
 # %% [markdown]
 # ## On the real model: SmolLM2-135M
@@ -99,6 +178,46 @@ total = sum(layer.shape[0] * layer.shape[1] for layer in linears)
 print(f"{len(gate_up)} of the {len(linears)} linear layers: {chosen:,} of {total:,} weights ({chosen / total:.0%})")
 
 # %% [markdown]
+# ### One real layer in the stepper
+#
+# Before the whole model, the stepper on a slice of a real layer: 32 outputs × the first 64 inputs of block 1's
+# `o_proj`, the attention's output projection, whose 64 first inputs are what the first attention head wrote (so
+# they are correlated the way one head's outputs are), with their real Hessian from 16 windows of 256 tokens of
+# the wiki train split (the same calibration text as below; the forward pass stops after block 1). The slice
+# is a layer of its own here: in the full layer, the other 512 columns would absorb errors too. Cell numbers no
+# longer fit; the colours and bars tell the same story. Try the buttons, then act-order and groups of 16.
+
+# %% tags=["nbval-ignore-output"]
+calib = qt.data.calibration(16, 256, tokenizer=smol_tok)
+real_stepper = widgets.GPTQStepper.from_layer(smol, "model.layers.1.self_attn.o_proj", calib, rows=32, cols=64,
+                                              bits=3, blocksize=16)
+real_stepper
+
+# %% [markdown]
+# The same slice in a second stepper, after 20 steps, then at the end without and with act-order (the figure is
+# the widget's; the numbers are measured on the model, so they are printed, and the next cell checks what they
+# show):
+
+# %%
+slice_stepper = widgets.GPTQStepper.from_layer(smol, "model.layers.1.self_attn.o_proj", calib, rows=32, cols=64,
+                                               bits=3, blocksize=16)
+slice_stepper.press("Step", times=20)
+slice_stepper.figure
+
+# %%
+slice_losses = {}
+for order in (False, True):
+    slice_stepper.configure(act_order=order)
+    slice_stepper.press("Run")
+    slice_losses[order] = slice_stepper.state["gptq_loss"]
+    print(slice_stepper.summary.value)
+rtn_slice = slice_stepper.state["rtn_loss"]
+
+# %% tags=["nbval-check-output"]
+qt.notebook.claim("on the o_proj slice GPTQ ends a fifth or more below RTN, and act-order lowers it further",
+                  slice_losses[False] < 0.8 * rtn_slice and slice_losses[True] < slice_losses[False])
+
+# %% [markdown]
 # Perplexity on the first 1024 test tokens (ctx 512, stride 256). Each change from float carries its paired
 # standard error (token by token on the same tokens), and GPTQ is compared with RTN token by token as well.
 # "Gap closed" is the share of RTN's perplexity increase that GPTQ removes, $1 - \Delta_\text{GPTQ}/\Delta_\text{RTN}$.
@@ -107,38 +226,23 @@ print(f"{len(gate_up)} of the {len(linears)} linear layers: {chosen:,} of {total
 # %%
 TOKENS = 1024
 window = dict(ctx=512, stride=256, max_tokens=TOKENS, progress=False)
-int3 = qt.formats.get("int3")
 fp = score(smol, smol_tok, **window)
 point_rtn = evaluate(smol, smol_tok, "rtn", "int3", 64, layers=gate_up, baseline=fp, keep_score=True, **window)
-calib = qt.data.calibration(16, 256, tokenizer=smol_tok)
 with qt.quantize_model(smol, "gptq", "int3", 64, calib=calib, layers=gate_up, act_order=True, blocksize=32,
                        keep_tensors=True, progress=False) as report:
     gptq_score = score(smol, smol_tok, **window)
-point_gptq = {"ppl": gptq_score.ppl, "ppl_stderr": gptq_score.ppl_stderr, **gptq_score.compare(fp)}
-against_rtn = gptq_score.compare(point_rtn["score"])
-closed = 1 - point_gptq["delta_pct"] / point_rtn["delta_pct"]
-
-
-def noise(point):
-    return "" if point["significant"] else " (inside the noise)"
-
-
-print(f"float (Q4_1 expanded)  perplexity {fp.ppl:6.2f} +- {fp.ppl_stderr:.2f}   on {fp.describe()}")
-for label, point in (("RTN  INT3 g64", point_rtn), ("GPTQ INT3 g64", point_gptq)):
-    print(f"{label:22s} perplexity {point['ppl']:6.2f} +- {point['ppl_stderr']:.2f}   "
-          f"{qt.notebook.percent(point['delta_pct'])} +- {point['delta_pct_stderr']:.1f} from float{noise(point)}")
-print(f"GPTQ against RTN, token by token: {qt.notebook.percent(against_rtn['delta_pct'])} "
-      f"+- {against_rtn['delta_pct_stderr']:.1f}{noise(against_rtn)};  gap closed: {closed:.0%}")
+measured = qt.notebook.perplexity_against_rtn("GPTQ", fp, point_rtn["score"], gptq_score, "INT3 g64",
+                                              float_label="float (Q4_1 expanded)")
 print(f"(GPTQ of the {len(report.layers)} layers took {report.seconds:.0f} s)")
 
 # %% tags=["nbval-check-output"]
 claim = qt.notebook.claim
 claim("RTN INT3 g64 on these layers raises SmolLM2's perplexity by more than two standard errors",
-      point_rtn["significant"] and point_rtn["delta_pct"] > 0)
+      measured["rtn"]["significant"] and measured["rtn"]["delta_pct"] > 0)
 claim("GPTQ's perplexity is lower than RTN's by more than two standard errors of their paired difference",
-      against_rtn["significant"] and against_rtn["delta_pct"] < 0)
+      measured["against_rtn"]["significant"] and measured["against_rtn"]["delta_pct"] < 0)
 claim("GPTQ closes at least a third of RTN's gap, but not all of it (still outside the noise of float)",
-      closed > 1 / 3 and point_gptq["significant"])
+      measured["closed"] > 1 / 3 and measured["GPTQ"]["significant"])
 
 # %% [markdown]
 # Where does the gain come from? Each layer's relative output error
@@ -254,6 +358,27 @@ claim("with as many news windows as wiki windows, the error on (wiki) test text 
       news["test"] > test[-1])
 
 # %% [markdown]
+# **Exercise 4.** With 8 windows (2048 tokens for 1536 inputs), GPTQ did worse than rounding on the test tokens:
+# its $H$ describes the sample, not the text. Damping is the knob for an $H$ estimated from too little data. Raise
+# it from 1 % to 10 % and to 100 % (`percdamp=0.1`, `1.0`) on those 8 windows: does the error on the test tokens
+# come down, and what does it cost on the calibration tokens? (One GPTQ run of this layer per setting.)
+
+# %% tags=["solution"]
+few, damping_test = X_wiki[:8 * 256], {}
+for percdamp in (0.01, 0.1, 1.0):
+    W_gptq = gptq.quantize(W_down, int3, 64, calib=few, act_order=True, percdamp=percdamp).dequantize()
+    print(f"damping {percdamp:4.0%}: GPTQ's error / RTN's on its calibration tokens {error_ratio(W_gptq, few):.2f}, "
+          f"on the test tokens {error_ratio(W_gptq, X_held_out):.2f}")
+    damping_test[percdamp] = error_ratio(W_gptq, X_held_out)
+
+# %% tags=["solution", "nbval-check-output"]
+claim("with 8 windows, each tenfold damping lowers the error on test text, and at 100 % GPTQ beats RTN there",
+      damping_test[0.01] > damping_test[0.1] > damping_test[1.0] and damping_test[1.0] < 0.9)
+
+# %% [markdown]
+# (Heavy damping pulls GPTQ towards rounding, which is what it should do when $H$ is more noise than signal; with 64
+# windows the default 1 % is the better choice. The reference's 1 % assumes 128 segments of 2048 tokens.)
+#
 # On its calibration tokens GPTQ always wins, and wins more the fewer tokens it has: it is fitting them. On text it
 # has not seen, 2048 tokens for 1536 inputs do worse than rounding; the error falls with every doubling of the
 # calibration set, and only the larger sets beat rounding on this layer. Calibration text from another domain helps
@@ -273,8 +398,10 @@ claim("with as many news windows as wiki windows, the error on (wiki) test text 
 # half an hour on two cores).
 #
 # ## What you learned
-# * GPTQ minimizes each layer's output error: each column's rounding error is redistributed over the columns
-#   not yet quantized, through the inverse Hessian of the layer's inputs.
+# * GPTQ minimizes each layer's output error: each column's rounding error $e$ is spread over the columns not
+#   yet quantized along a row of the Cholesky factor of $H^{-1}$. Damping keeps $H$ invertible (and, with little
+#   calibration, keeps GPTQ close to rounding), act-order takes the costly columns first, and lazy batches make
+#   it fast without changing the result.
 # * It is only as good as its estimate of $H$: the calibration set must be many times wider than the layer and
 #   come from the text the model will see; with too little, GPTQ fits the calibration tokens and can do worse
 #   than plain rounding on new text.

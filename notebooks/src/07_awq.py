@@ -47,6 +47,23 @@ for name, keep in (("nothing kept", []), ("4 random columns kept", randomly), ("
     print(f"INT3 g128, {name:23s} output error {output_error(X_syn, W_syn, W_mixed):.5f}")
 
 # %% [markdown]
+# **Exercise 1.** Before AWQ, the usual guess at which weights matter was their size. Keep the 4 columns with the
+# largest $\max_i |W_{ij}|$ in float instead: does that help like the salient columns or like random ones?
+
+# %% tags=["solution", "nbval-check-output"]
+by_weight = np.argsort(np.abs(W_syn).max(axis=0))[-4:]
+kept_errors = {}
+for name, keep in (("nothing", []), ("random", randomly), ("largest weights", by_weight), ("salient", salient)):
+    W_mixed = rounded.copy()
+    W_mixed[:, keep] = W_syn[:, keep]
+    kept_errors[name] = output_error(X_syn, W_syn, W_mixed)
+print("columns of the largest weights:", sorted(by_weight.tolist()))
+qt.notebook.claim("keeping the largest weights' columns takes less than 5 % off the error, like random columns; "
+                  "keeping the salient ones takes off more than half",
+                  kept_errors["largest weights"] > 0.95 * kept_errors["nothing"]
+                  and kept_errors["salient"] < 0.5 * kept_errors["nothing"])
+
+# %% [markdown]
 # ## Scaling instead of keeping
 #
 # Multiply column $j$ of $W$ by $s_j > 1$ and divide input $j$ by the same $s_j$: the product is unchanged,
@@ -95,6 +112,22 @@ state = search.compute(bits=3, group_size=128)
 figures.alpha_curve(state["alphas"], state["losses"], state["alpha"], state["rtn_loss"],
                     title="synthetic layer (4 planted channels), INT3 g128")
 plt.show()
+
+# %% [markdown]
+# **Exercise 2.** How strong must the outlier channels be for the search to pay? Plant the 4 channels at 3× and
+# at 30× the others (`outlier_scale`) and compare the search's gain at INT3 g128 with the 10× above.
+
+# %% tags=["solution", "nbval-check-output"]
+gains_by_scale = {}
+for outlier_scale in (3, 30):
+    X_scaled, _ = qt.synth.activations_with_outlier_channels(tokens=512, channels=256, outlier_channels=4,
+                                                             outlier_scale=outlier_scale, seed=0)
+    found = awq.search_scale(X_scaled, [W_syn], awq.linear_block, int3, 128)  # what the widget computes
+    gains_by_scale[outlier_scale] = output_error(X_scaled, W_syn, rounded) / min(found["losses"])
+    print(f"outliers {outlier_scale:2d}x: alpha* = {found['alpha']:.2f}, "
+          f"{gains_by_scale[outlier_scale]:.2f}x smaller than RTN")
+qt.notebook.claim("at 3x the search gains less than a tenth; at 30x it cuts RTN's error threefold or more, "
+                  "more than at 10x", gains_by_scale[3] < 1.1 and gains_by_scale[30] > max(3, synthetic[3]["gain"]))
 
 # %% [markdown]
 # ## A real layer of the tiny model
@@ -174,6 +207,22 @@ claim("most groups are clipped, and clipping takes a tenth or more off the scale
       np.mean(ratio < 1) > 0.5 and clip_errors["scaled and clipped"] < 0.9 * clip_errors["scaled"])
 
 # %% [markdown]
+# **Exercise 3.** Is the clip search worth anything without the scales? Clip the *unscaled* layer
+# (`awq.search_clip(W_real, X_real, int3, 128)`, then `awq.apply_clip`) and compare its INT3 g128 output error
+# with plain rounding's.
+
+# %% tags=["solution"]
+clip_only = awq.apply_clip(W_real, awq.search_clip(W_real, X_real, int3, 128), 128)
+clip_only_error = output_error(X_real, W_real, int3.encode(clip_only, group_size=128).dequantize())
+rtn_error = output_error(X_real, W_real, int3.encode(W_real, group_size=128).dequantize())
+print(f"INT3 g128 on {layer}: RTN {rtn_error:.3g}, clipped only {clip_only_error:.3g}, scaled and clipped "
+      f"{clip_errors['scaled and clipped']:.3g}")
+
+# %% tags=["solution", "nbval-check-output"]
+claim("clipping alone takes a fifth or more off plain rounding's error on this layer",
+      clip_only_error < 0.8 * rtn_error)
+
+# %% [markdown]
 # ## The whole model: one scale per group, searched on the block's output
 #
 # Inside a model, $1/s$ has to go somewhere, and where it goes decides which layers share a scale. In a Llama
@@ -228,29 +277,16 @@ with awq.scale_model(smol, calib_smol, int3, 64, skip=left_in_float, alphas=alph
         qt.quantize_model(smol, "awq", "int3", 64, calib=calib_smol, layers=gate_up, scope="layer", prescaled=True,
                           progress=False) as report:
     awq_score = score(smol, smol_tok, **window)
-point_awq = {"ppl": awq_score.ppl, "ppl_stderr": awq_score.ppl_stderr, **awq_score.compare(fp)}
-against_rtn = awq_score.compare(point_rtn["score"])
-closed = 1 - point_awq["delta_pct"] / point_rtn["delta_pct"]
-
-
-def noise(point):
-    return "" if point["significant"] else " (inside the noise)"
-
-
-print(f"float (Q4_1 expanded)  perplexity {fp.ppl:6.2f} +- {fp.ppl_stderr:.2f}   on {fp.describe()}")
-for label, point in (("RTN INT3 g64", point_rtn), ("AWQ INT3 g64", point_awq)):
-    print(f"{label:22s} perplexity {point['ppl']:6.2f} +- {point['ppl_stderr']:.2f}   "
-          f"{qt.notebook.percent(point['delta_pct'])} +- {point['delta_pct_stderr']:.1f} from float{noise(point)}")
-print(f"AWQ against RTN, token by token: {qt.notebook.percent(against_rtn['delta_pct'])} "
-      f"+- {against_rtn['delta_pct_stderr']:.1f}{noise(against_rtn)};  gap closed: {closed:.0%}")
+measured = qt.notebook.perplexity_against_rtn("AWQ", fp, point_rtn["score"], awq_score, "INT3 g64",
+                                              float_label="float (Q4_1 expanded)")
 
 # %% tags=["nbval-check-output"]
 claim("RTN INT3 g64 on these layers raises SmolLM2's perplexity by more than two standard errors",
-      point_rtn["significant"] and point_rtn["delta_pct"] > 0)
+      measured["rtn"]["significant"] and measured["rtn"]["delta_pct"] > 0)
 claim("AWQ's perplexity is lower than RTN's by more than two standard errors of their paired difference",
-      against_rtn["significant"] and against_rtn["delta_pct"] < 0)
+      measured["against_rtn"]["significant"] and measured["against_rtn"]["delta_pct"] < 0)
 claim("AWQ closes at least a sixth of RTN's gap, but not all of it (still outside the noise of float)",
-      closed > 1 / 6 and point_awq["significant"])
+      measured["closed"] > 1 / 6 and measured["AWQ"]["significant"])
 
 # %% [markdown]
 # Perplexity sees, on average, only the probability each model gives the token that actually comes next: some

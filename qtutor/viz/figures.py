@@ -234,44 +234,143 @@ def pareto_front(points: Sequence[dict], x: str = "bits_per_weight", y: str = "p
 
 
 # ---- GPTQ step-through ---------------------------------------------------------------------------------------
-def gptq_panels(current: np.ndarray, quantized: np.ndarray, update: np.ndarray | None, gptq_loss: np.ndarray,
-                rtn_loss: np.ndarray, annotate: bool = False, title: str = ""):
-    """Three panels of one GPTQ state.
+def gptq_step(weights: np.ndarray, order: Sequence[int], position: int, error: np.ndarray | None = None,
+              hinv_row: np.ndarray | None = None, d: float | None = None, update: np.ndarray | None = None,
+              gptq_loss: Sequence[float] = (), rtn_loss: Sequence[float] = (), blocksize: int | None = None,
+              annotate: bool | None = None, title: str = ""):
+    """One step of GPTQ on one layer, drawn to be read on a projector: 13.5 x 8.5 inches, 1080 x 680 px at the
+    notebooks' 80 dpi, so that JupyterLab shows it unscaled in a 1280-px-wide window (a wider image is shrunk to
+    the output area, and its fonts with it); every text 10 pt or more; the numbers of the cells only when the
+    matrix is small enough for them to fit.
 
-    left:   the weights as GPTQ sees them now; quantized columns are boxed in orange;
-    middle: the update the last step pushed onto the columns not yet quantized (red/blue: down/up);
-    right:  the running layer loss of GPTQ against RTN's when the same columns are rounded.
-    ``quantized`` is a boolean mask per column (original order).
+    Columns are drawn in the order GPTQ takes them (``order[k]``: the original index of the k-th column; with
+    act-order that is not left to right), so the quantized columns are always the first ``position`` ones and
+    the updates always land on the right.
+
+    top:     the weights as GPTQ sees them now (``weights``, processing order), the column just rounded outlined
+             in black, the quantized ones bracketed in orange, block boundaries dashed; beside it that column's
+             rounding error ``error = w - q``, one bar per row;
+    middle:  the row of the Cholesky factor of H^-1 that spreads it, ``hinv_row = U[i, i:]`` (its first entry is
+             ``d = U_ii``);
+    bottom:  the update pushed onto the remaining columns, ``update = -(error / d) outer U[i, i+1:]``, hatched
+             where it lies beyond the current block (applied later, in one product: the lazy batch); beside it
+             the running layer loss of GPTQ against RTN's as the same columns are rounded.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True,
-                             gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
-    limit = float(np.nanmax(np.abs(current))) or 1.0
-    axes[0].imshow(current, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
-    for column in np.flatnonzero(quantized):
-        axes[0].add_patch(plt.Rectangle((column - 0.5, -0.5), 1, current.shape[0], fill=False,
-                                        edgecolor=QUANTIZED, linewidth=1.2))
-    axes[0].set_title(f"weights: {int(quantized.sum())} of {quantized.size} columns quantized")
-    if update is None:
-        update = np.zeros_like(current)
+    weights = np.asarray(weights, dtype=np.float64)
+    rows, columns = weights.shape
+    order = np.asarray(order)
+    annotate = (rows <= 12 and columns <= 16) if annotate is None else annotate
+    just_rounded = position - 1 if error is not None else None
+    fig = plt.figure(figsize=(13.5, 8.5), layout="constrained")
+    grid = fig.add_gridspec(3, 2, height_ratios=[1, 0.6, 1], width_ratios=[4, 1.3])
+    ax_w = fig.add_subplot(grid[0, 0])
+    ax_e = fig.add_subplot(grid[0, 1], sharey=ax_w)
+    ax_u = fig.add_subplot(grid[1, 0], sharex=ax_w)
+    ax_text = fig.add_subplot(grid[1, 1])
+    ax_d = fig.add_subplot(grid[2, 0], sharex=ax_w)
+    ax_l = fig.add_subplot(grid[2, 1])
+    big, normal = 12, 11
+
+    limit = float(np.nanmax(np.abs(weights))) or 1.0
+    ax_w.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    if position:  # an orange bar over the quantized columns (they are the first ones, in this order)
+        ax_w.add_patch(plt.Rectangle((-0.5, -0.5), position, rows, fill=False, edgecolor=QUANTIZED, linewidth=4,
+                                     clip_on=False, zorder=3))
+    if just_rounded is not None:
+        ax_w.add_patch(plt.Rectangle((just_rounded - 0.5, -0.5), 1, rows, fill=False, edgecolor="black",
+                                     linewidth=2.5))
+    ax_w.set_title(f"weights as GPTQ sees them: {position} of {columns} columns quantized (orange)"
+                   + (", the one just rounded in black" if just_rounded is not None else ""), fontsize=big)
+    ax_w.set_ylabel("row (output)", fontsize=normal)
+
+    update = np.zeros_like(weights) if update is None else np.asarray(update, dtype=np.float64)
     bound = float(np.abs(update).max()) or 1.0
-    axes[1].imshow(update, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto", interpolation="nearest")
-    axes[1].set_title("update pushed onto the remaining columns")
+    ax_d.imshow(update, cmap="PuOr_r", vmin=-bound, vmax=bound, aspect="auto", interpolation="nearest")
+    block_end = None
+    if blocksize and just_rounded is not None:
+        block_end = min((just_rounded // blocksize + 1) * blocksize, columns)
+        if block_end < columns:
+            ax_d.add_patch(plt.Rectangle((block_end - 0.5, -0.5), columns - block_end, rows, fill=False,
+                                         hatch="//", edgecolor=GRID, linewidth=0))
+    ax_d.set_title("update -(e / d) x U[i, i+1:] of the columns not yet quantized"
+                   + (" (hatched: after this block, in one product)" if block_end and block_end < columns
+                      else ""), fontsize=big)
+    ax_d.set_ylabel("row (output)", fontsize=normal)
+    ax_d.set_xlabel("column (input feature), in the order GPTQ quantizes them", fontsize=normal)
     if annotate:
-        for ax, data in ((axes[0], current), (axes[1], update)):
-            for (r, c), value in np.ndenumerate(data):
-                if np.isfinite(value) and value != 0:
-                    ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=5)
-    steps = np.arange(1, len(rtn_loss) + 1)
-    axes[2].plot(steps, rtn_loss, color=GRID, label="RTN")
-    axes[2].plot(np.arange(1, len(gptq_loss) + 1), gptq_loss, color=QUANTIZED, label="GPTQ")
-    axes[2].set_xlim(0, len(rtn_loss))
-    axes[2].set_xlabel("columns quantized")
-    axes[2].set_ylabel("layer loss  ||WX - Ŵ X||² / n")
-    axes[2].legend(fontsize=8, frameon=False)
-    for ax in axes[:2]:
-        ax.set_xlabel("column (input feature)")
-        ax.set_ylabel("row (output)")
-    fig.suptitle(title)
+        for (r, c), value in np.ndenumerate(weights):
+            text = f"{value:.2f}"
+            ax_w.text(c, r, "0.00" if float(text) == 0 else text, ha="center", va="center", fontsize=10,
+                      color="white" if abs(value) > 0.6 * limit else "black")
+        for (r, c), value in np.ndenumerate(update):
+            if value != 0:
+                text = f"{value:+.2f}"
+                ax_d.text(c, r, "0" if float(text) == 0 else text, ha="center", va="center", fontsize=10,
+                          color="white" if abs(value) > 0.6 * bound else "black")
+
+    if blocksize and blocksize < columns:
+        for ax in (ax_w, ax_u, ax_d):
+            for boundary in range(blocksize, columns, blocksize):
+                ax.axvline(boundary - 0.5, color=GRID, linestyle="--", linewidth=1.5)
+    step = 1 if columns <= 32 else 4 if columns <= 64 else 8
+    ticks = np.arange(0, columns, step)
+    ax_d.set_xticks(ticks, [str(int(order[k])) for k in ticks])
+
+    positions = np.arange(columns)
+    if hinv_row is not None and just_rounded is not None:
+        hinv_row = np.asarray(hinv_row, dtype=np.float64)
+        at = positions[just_rounded:just_rounded + hinv_row.size]
+        ax_u.bar(at[1:], hinv_row[1:], color=ORIGINAL, width=0.8)
+        ax_u.bar(at[:1], hinv_row[:1], color="black", width=0.8)
+        ax_u.axhline(0, color="black", linewidth=0.8)
+        ax_u.set_title(f"row i = {just_rounded} of U, the Cholesky factor of H⁻¹ = UᵀU: d = U_ii = {d:.3g} "
+                       "(black); U[i, i+1:] spreads e (blue)", fontsize=big)
+    else:
+        ax_u.set_title("row i of U, the Cholesky factor of H⁻¹, appears here after a step", fontsize=big)
+    ax_u.set_ylabel("U[i, j]", fontsize=normal)
+    ax_u.set_xlim(-0.5, columns - 0.5)
+
+    if error is not None:
+        error = np.asarray(error, dtype=np.float64)
+        ax_e.barh(np.arange(rows), error, color=ERROR, height=0.8)
+        ax_e.axvline(0, color="black", linewidth=0.8)
+        if annotate:
+            for r, value in enumerate(error):
+                ax_e.text(value, r, f" {value:+.3f} ", ha="left" if value >= 0 else "right", va="center",
+                          fontsize=10)
+            reach = float(np.abs(error).max()) or 1.0
+            ax_e.set_xlim(-2.2 * reach, 2.2 * reach)
+        ax_e.set_title(f"rounding error e = w - q\nof column {int(order[just_rounded])}", fontsize=big)
+    else:
+        ax_e.set_title("rounding error e = w - q", fontsize=big)
+    ax_e.tick_params(labelleft=False)
+    ax_e.set_xlabel("e (per row)", fontsize=normal)
+
+    ax_text.axis("off")
+    lines = ["e: how far the column's weights", "moved to reach the grid.",
+             "d and U[i, i+1:]: how the layer's", "inputs let the columns not yet",
+             "quantized make up for it."]
+    if error is not None:
+        lines += ["", f"column {int(order[just_rounded])}: |e| = {float(np.linalg.norm(error)):.3g}, d = {d:.3g}"]
+    ax_text.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=normal, transform=ax_text.transAxes)
+
+    rtn_loss, gptq_loss = np.asarray(rtn_loss, dtype=np.float64), np.asarray(gptq_loss, dtype=np.float64)
+    if rtn_loss.size:
+        ax_l.plot(np.arange(1, rtn_loss.size + 1), rtn_loss, color=GRID, linewidth=2, label="RTN")
+    if gptq_loss.size:
+        ax_l.plot(np.arange(1, gptq_loss.size + 1), gptq_loss, color=QUANTIZED, linewidth=2.5, label="GPTQ")
+    ax_l.set_xlim(0, max(columns, 1))
+    ax_l.set_xlabel("columns quantized", fontsize=normal)
+    ax_l.set_title("layer loss ||WX - ŴX||² / n", fontsize=big)
+    ax_l.legend(fontsize=normal, frameon=False, loc="upper left")
+    for ax in (ax_w, ax_e, ax_u, ax_d, ax_l):
+        ax.tick_params(labelsize=10)
+        ax.grid(False)
+    ax_l.grid(alpha=0.3)
+    ax_w.tick_params(labelbottom=False)
+    ax_u.tick_params(labelbottom=False)
+    if title:
+        fig.suptitle(title, fontsize=13)
     return fig
 
 

@@ -256,81 +256,257 @@ def affine_summary(W: np.ndarray, bits: int, sym: bool, group_size: int) -> dict
 # Notebook 06: GPTQ, one column at a time
 # --------------------------------------------------------------------------------------------------------------
 class GPTQStepper:
-    """Step / Block / Run / Reset through GPTQ on one layer: the weights with columns turning quantized, the
-    update each step pushes onto the columns not yet quantized, and GPTQ's running loss against RTN's.
+    """Step / Block / Run / Reset through GPTQ on one layer, for a classroom: at each step the column being
+    rounded, its rounding error e = w - q, the row of the Cholesky factor of H^-1 that spreads it, the update it
+    pushes onto the columns not yet quantized, and GPTQ's running layer loss against RTN's.
 
-    ``X`` are calibration inputs (tokens x in_features). Works on a toy layer (8 x 16: numbers fit on screen,
-    ``annotate=True``) and on any layer of the tiny model.
+    Controls: bits (INT2..INT8), group size (per channel or a divisor of the slice's columns), act-order, and
+    damping in percent of mean(diag H) (``percdamp`` of :mod:`qtutor.methods.gptq`, default 1 %). Changing one
+    rebuilds the solver and replays it to the same number of columns; a setting that makes no sense (a group
+    size that does not divide the columns, damping <= 0) shows its message and keeps the last good state.
+
+    ``X`` are calibration inputs (tokens x in_features). A toy layer (8 x 16) shows every number;
+    :meth:`from_layer` takes a slice (e.g. 32 x 64) of a real model's layer with its real Hessian.
     """
 
     title = "GPTQ, one column at a time"
+    BITS = (2, 8)
 
-    def __init__(self, W: np.ndarray, X: np.ndarray, fmt: str = "int3", group_size: int = -1, blocksize: int = 128,
-                 act_order: bool = False, annotate: bool | None = None):
-        from qtutor import formats
-        from qtutor.eval.layer_error import running_rtn_loss
+    def __init__(self, W: np.ndarray, X: np.ndarray, bits: int = 3, group_size: int = -1, act_order: bool = False,
+                 damping: float = 1.0, blocksize: int = 4, annotate: bool | None = None, name: str = "toy layer"):
         from qtutor.methods import gptq
 
         widgets = _widgets()
         self.W = np.asarray(W, dtype=np.float32)
-        self.hessian = gptq.Hessian(self.W.shape[1]).add(X)
-        self.solver = gptq.GPTQ(self.W, self.hessian, formats.get(fmt), group_size, blocksize=blocksize,
-                                act_order=act_order)
-        self.rtn_loss = running_rtn_loss(self.W, self.hessian.H, formats.get(fmt), group_size, order=self.solver.perm)
-        self.annotate = self.W.size <= 256 if annotate is None else annotate
+        if self.W.ndim != 2:
+            raise ValueError(f"W must be 2-D (out_features, in_features), got shape {self.W.shape}")
+        self.hessian = gptq.Hessian(self.W.shape[1], name=name).add(X)
+        self.blocksize, self.name = int(blocksize), name
+        self.annotate = annotate
+        self.settings: dict = {}
+        self.solver = None
+        self.history: list[float] = []  # the layer loss after each step
         self.last_step = None
+        self.figure = None
+        self.state: dict = {}
+        self._rebuild({"bits": bits, "group_size": group_size, "act_order": bool(act_order), "damping": damping})
+
+        columns = self.W.shape[1]
+        self.group_choices = {"per channel": -1, **{str(g): g for g in self.group_sizes(columns)}}
+        self.controls = {
+            "bits": widgets.IntSlider(value=bits, min=self.BITS[0], max=self.BITS[1], description="bits",
+                                      continuous_update=False, style={"description_width": "initial"}),
+            "group_size": widgets.Combobox(
+                value=self._group_label(group_size), options=list(self.group_choices), ensure_option=False,
+                continuous_update=False, description="group size", placeholder="per channel or a divisor",
+                style={"description_width": "initial"}, layout={"width": "230px"}),
+            "act_order": widgets.Checkbox(value=bool(act_order), description="act-order", indent=False),
+            "damping": widgets.FloatText(value=float(damping), description="damping (% of mean diag H)",
+                                         step=0.5, continuous_update=False, style={"description_width": "initial"},
+                                         layout={"width": "260px"}),
+        }
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
         self.output = widgets.Output()
+        self.message = widgets.HTML("")
+        self.summary = widgets.Label("")
         self.buttons = {name: widgets.Button(description=name) for name in ("Step", "Block", "Run", "Reset")}
         for name, button in self.buttons.items():
             button.on_click(lambda _button, name=name: self.press(name))
-        self.figure = None
-        self.state: dict = {}
         self.redraw()
 
-    def press(self, name: str) -> None:
-        """What a button does (callable directly: tests and static notebooks use it)."""
-        solver = self.solver
-        if name == "Reset":
-            solver.reset()
-            self.last_step = None
-        elif not solver.done:
-            if name == "Step":
-                self.last_step = solver.step()
-            elif name == "Block":
-                self.last_step = solver.run_block()[-1]
-            elif name == "Run":
-                while not solver.done:
-                    self.last_step = solver.step()
+    @classmethod
+    def from_layer(cls, model: Any, layer_name: str, calib: Any, rows: int = 32, cols: int = 64, row_start: int = 0,
+                   col_start: int = 0, **options) -> "GPTQStepper":
+        """The stepper on a ``rows x cols`` slice of a real linear layer, with the real Hessian of those inputs.
+
+        ``calib``: calibration token ids (n_samples x seq_len). The layer's inputs are captured the way GPTQ's
+        model runner captures them (:func:`qtutor.model.blockwise_inputs`: the forward pass runs up to the
+        layer's block and no further). The slice is treated as a layer of its own: its ``cols`` inputs and
+        H = 2 X X^T / n restricted to them (the full layer's other columns would absorb errors too)."""
+        from qtutor import model as model_tools
+
+        layer = model_tools.find_layer(model, layer_name)
+        out_features, in_features = layer.shape
+        if not (0 <= row_start and rows >= 1 and row_start + rows <= out_features):
+            raise ValueError(f"rows {row_start}..{row_start + rows - 1} do not fit {layer_name}'s {out_features} "
+                             f"outputs; use rows + row_start <= {out_features}")
+        if not (0 <= col_start and cols >= 2 and col_start + cols <= in_features):
+            raise ValueError(f"columns {col_start}..{col_start + cols - 1} do not fit {layer_name}'s {in_features} "
+                             f"inputs; use cols + col_start <= {in_features}")
+        captured = model_tools.blockwise_inputs(model, calib, [layer])
+        try:
+            _, inputs = next(captured)
+        finally:
+            captured.close()
+        X = inputs[layer_name][:, col_start:col_start + cols]
+        W = model_tools.get_weight(layer)[row_start:row_start + rows, col_start:col_start + cols]
+        options.setdefault("blocksize", 16)
+        name = f"{layer_name}[{row_start}:{row_start + rows}, {col_start}:{col_start + cols}]"
+        return cls(W, X, name=name, **options)
+
+    # ---- settings ------------------------------------------------------------------------------------------
+    @staticmethod
+    def group_sizes(columns: int) -> list[int]:
+        """The group sizes offered for ``columns`` columns: the divisors from 4 up to half of them (smaller
+        groups cost more in scales than a lesson needs; the whole row is per channel)."""
+        return [g for g in range(4, columns // 2 + 1) if columns % g == 0]
+
+    def _group_label(self, group_size: int) -> str:
+        return "per channel" if group_size == -1 else str(group_size)
+
+    def _parse_group_size(self, text: Any) -> int:
+        text = str(text).strip().lower()
+        if text in ("per channel", "per-channel", "channel", "-1", ""):
+            return -1
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"group size {text!r} is not a number: choose per channel or one of "
+                             f"{', '.join(map(str, self.group_sizes(self.W.shape[1])))}") from None
+
+    def _solver_for(self, bits: int, group_size: int, act_order: bool, damping: float):
+        from qtutor import formats
+        from qtutor.methods import gptq
+
+        columns = self.W.shape[1]
+        low, high = self.BITS
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not low <= bits <= high:
+            raise ValueError(f"bits={bits!r} is out of range: the stepper's grids are INT{low}..INT{high}")
+        if not (isinstance(damping, (int, float, np.floating)) and np.isfinite(damping) and damping > 0):
+            raise ValueError(f"damping={damping!r} % is not positive: GPTQ adds damping % of mean(diag H) to the "
+                             "diagonal so that H can be inverted (1 % is the reference's default)")
+        if group_size != -1 and (group_size < 1 or columns % group_size):
+            raise ValueError(f"group size {group_size} does not divide the {columns} columns of this slice; use per "
+                             f"channel or one of {', '.join(map(str, self.group_sizes(columns)))}")
+        return gptq.GPTQ(self.W, self.hessian, formats.get(f"int{bits}"), group_size, blocksize=self.blocksize,
+                         percdamp=damping / 100, act_order=act_order, name=self.name)
+
+    def _rebuild(self, settings: dict) -> None:
+        """A new solver for ``settings``, replayed to as many columns as the last one had; ValueError if the
+        settings make no sense (nothing changes then)."""
+        from qtutor.eval.layer_error import running_rtn_loss
+
+        try:
+            solver = self._solver_for(settings["bits"], settings["group_size"], bool(settings["act_order"]),
+                                      settings["damping"])
+        except (TypeError, np.linalg.LinAlgError) as error:
+            raise ValueError(str(error)) from error
+        replay = self.solver.position if self.solver is not None else 0
+        self.solver, self.settings = solver, dict(settings)
+        self.rtn_loss = running_rtn_loss(self.W, self.hessian.H, solver.fmt, settings["group_size"],
+                                         order=solver.perm)
+        self.history, self.last_step = [], None
+        for _ in range(replay):
+            self._step()
+
+    def configure(self, **changes) -> bool:
+        """What the controls do: rebuild with ``changes`` to the settings (bits, group_size, act_order, damping)
+        and redraw. A setting that makes no sense shows its message in the widget and keeps the last good
+        state; returns whether the settings were taken."""
+        try:
+            self._rebuild({**self.settings, **changes})
+        except ValueError as error:
+            self._refuse(error)
+            return False
+        self.message.value = ""
         self.redraw()
+        return True
+
+    def _refuse(self, error: Exception) -> None:
+        import html
+
+        self.message.value = f"<span style='color:#d62728'>{html.escape(str(error))}</span>"
+        self.state["error"] = str(error)
+
+    def _on_change(self, change) -> None:
+        values = {name: control.value for name, control in self.controls.items()}
+        try:
+            values["group_size"] = self._parse_group_size(values["group_size"])
+        except ValueError as error:
+            self._refuse(error)
+            return
+        self.configure(**values)
+
+    # ---- buttons -------------------------------------------------------------------------------------------
+    def _step(self):
+        from qtutor.eval.layer_error import layer_loss
+
+        self.last_step = self.solver.step()
+        self.history.append(layer_loss(self.W, self.solver.current_weights(), self.hessian.H))
+        return self.last_step
+
+    def press(self, name: str, times: int = 1) -> None:
+        """What a button does, ``times`` times over, then one redraw (callable directly: tests and static
+        notebooks use it; ``press("Step", times=20)`` draws once instead of twenty times)."""
+        if name not in ("Step", "Block", "Run", "Reset"):
+            raise ValueError(f"no button {name!r}: Step, Block, Run or Reset")
+        solver = self.solver
+        for _ in range(times):
+            if name == "Reset":
+                solver.reset()
+                self.history, self.last_step = [], None
+            elif solver.done:
+                break
+            elif name == "Step":
+                self._step()
+            elif name == "Block":
+                self._step()
+                while not solver.done and solver.position % solver.blocksize:
+                    self._step()
+            else:
+                while not solver.done:
+                    self._step()
+        self.redraw()
+
+    # ---- drawing -------------------------------------------------------------------------------------------
+    def figure_data(self) -> dict:
+        """The arguments of :func:`qtutor.viz.figures.gptq_step` for the current state."""
+        solver, step = self.solver, self.last_step
+        current = np.asarray(solver.current_weights())[:, solver.perm]
+        update = None
+        if step is not None:
+            update = np.zeros_like(current)
+            update[:, step.position + 1:] = np.asarray(step.update)
+        return {"weights": current, "order": np.asarray(solver.perm), "position": solver.position,
+                "error": None if step is None else np.asarray(step.error),
+                "hinv_row": None if step is None else np.asarray(step.hinv_row),
+                "d": None if step is None else step.d, "update": update, "gptq_loss": list(self.history),
+                "rtn_loss": self.rtn_loss, "blocksize": solver.blocksize, "annotate": self.annotate}
+
+    def describe(self) -> str:
+        state = self.state
+        text = (f"{self.name}, INT{self.settings['bits']} {self._group_label(self.settings['group_size'])}"
+                f"{', act-order' if self.settings['act_order'] else ''}, damping {self.settings['damping']:g} %: "
+                f"step {state['position']}/{self.solver.columns}")
+        if state["last_column"] is not None:
+            text += f", column {state['last_column']} rounded (d = {state['last_d']:.3g})"
+        return text + f"; loss GPTQ {state['gptq_loss']:.3g}, RTN {state['rtn_loss']:.3g}"
 
     def redraw(self) -> None:
         solver, step = self.solver, self.last_step
-        quantized = np.zeros(solver.columns, dtype=bool)
-        quantized[solver.perm[: solver.position]] = True
-        update = None
-        if step is not None and step.update.size:
-            update = np.zeros_like(self.W)
-            update[:, step.update_columns] = step.update
-        running = np.cumsum(solver.losses[: solver.position])
+        position = solver.position
         self.state = {
-            "position": solver.position,
-            "gptq_loss": float(running[-1]) if running.size else 0.0,
-            "rtn_loss": float(self.rtn_loss[solver.position - 1]) if solver.position else 0.0,
+            "position": position,
+            "settings": dict(self.settings),
+            "gptq_loss": self.history[-1] if self.history else 0.0,
+            "rtn_loss": float(self.rtn_loss[position - 1]) if position else 0.0,
             "last_column": None if step is None else step.column,
             "last_error": None if step is None else np.asarray(step.error),
+            "last_hinv_row": None if step is None else np.asarray(step.hinv_row),
+            "last_d": None if step is None else step.d,
+            "codes": None if solver.codes is None else np.asarray(solver.codes).copy(),
             "done": solver.done,
         }
-        figure = figures.gptq_panels(solver.current_weights(), quantized, update, running, self.rtn_loss,
-                                     annotate=self.annotate,
-                                     title=f"GPTQ {solver.fmt.name}: step {solver.position}/{solver.columns}, "
-                                           f"loss {self.state['gptq_loss']:.3g} (RTN {self.state['rtn_loss']:.3g})")
+        self.summary.value = self.describe()
+        figure = figures.gptq_step(**self.figure_data(), title=self.summary.value)
         App._show(self, figure)
 
     @property
     def widget(self):
         widgets = _widgets()
-        return widgets.VBox([widgets.HTML(f"<b>{self.title}</b>"), widgets.HBox(list(self.buttons.values())),
-                             self.output])
+        return widgets.VBox([widgets.HTML(f"<b>{self.title}</b>"), widgets.HBox(list(self.controls.values())),
+                             widgets.HBox(list(self.buttons.values())), self.summary, self.message, self.output])
 
     def _ipython_display_(self):
         from IPython.display import display
