@@ -135,7 +135,12 @@ def drive_notebook_04(page, url: str, token: str) -> list:
 STEPPER_LABEL = ("() => { const e = [...document.querySelectorAll('.widget-label')]"
                  ".find(e => e.innerText.startsWith('toy layer')); return e ? e.innerText : null; }")
 RUNNING = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(e => e.innerText.includes('*'))"
-STEPPER_FIGURE = ("() => { const e = [...document.querySelectorAll('.widget-output img')][0];"
+# the image inside the stepper's own box (the box holding its "toy layer" label): JupyterLab may restore another
+# notebook's tab beside it (notebook 04's, from the test before), whose widget images come first in the page
+STEPPER_FIGURE = ("() => { const label = [...document.querySelectorAll('.widget-label')]"
+                  ".find(e => e.innerText.startsWith('toy layer'));"
+                  " const box = label ? label.closest('.widget-vbox') : null;"
+                  " const e = box ? box.querySelector('.widget-output img') : null;"
                   " return e ? e.getAttribute('src') : null; }")
 
 
