@@ -6,6 +6,7 @@ import pytest
 
 from qtutor import formats
 from qtutor.methods import awq, gptq, rtn
+from qtutor.eval.layer_error import layer_loss
 
 
 @pytest.fixture
@@ -46,8 +47,8 @@ def test_awq_beats_rtn_when_some_channels_are_salient(salient, bits, group_size)
     fmt = formats.get(f"int{bits}")
     H = gptq.hessian(X)
     q = awq.quantize(W, fmt, group_size, calib=X)
-    loss_awq = gptq.layer_loss(W, q.dequantize(), H)
-    loss_rtn = gptq.layer_loss(W, rtn.quantize(W, fmt, group_size).dequantize(), H)
+    loss_awq = layer_loss(W, q.dequantize(), H)
+    loss_rtn = layer_loss(W, rtn.quantize(W, fmt, group_size).dequantize(), H)
     assert loss_awq < 0.8 * loss_rtn
     assert q.extra["alpha"] > 0 and len(q.extra["losses"]) == 20
 

@@ -12,6 +12,7 @@ from qtutor.eval.divergence import kl_divergence, reference  # noqa: E402
 from qtutor.eval.sweep import evaluate  # noqa: E402
 from qtutor.methods import awq  # noqa: E402
 from qtutor.model.quantize import quantize_model  # noqa: E402
+from qtutor.model.awq_scaling import scale_model
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_the_scale_search_folds_into_the_model_without_changing_it(tiny, calib):
     with torch.no_grad():
         before = model(input_ids=torch.as_tensor(tokens)).logits.numpy()
     state = {key: value.clone() for key, value in model.state_dict().items()}
-    with awq.scale_model(model, calib[:4, :128], formats.get("int3"), 128, progress=False) as scaled:
+    with scale_model(model, calib[:4, :128], formats.get("int3"), 128, progress=False) as scaled:
         with torch.no_grad():
             after = model(input_ids=torch.as_tensor(tokens)).logits.numpy()
         assert len(scaled.searches) == 24
@@ -79,10 +80,10 @@ def test_search_tokens_measures_the_alpha_loss_on_the_first_calls_only(tiny):
     model, _ = tiny
     calib = qt.data.calibration(n_samples=16, seq_len=32)
     fmt = formats.get("int3")
-    with awq.scale_model(model, calib, fmt, 128, progress=False) as every:
+    with scale_model(model, calib, fmt, 128, progress=False) as every:
         full = {source: found["losses"] for source, found in every.searches.items()}
-    with awq.scale_model(model, calib, fmt, 128, progress=False, search_tokens=16 * 32) as enough:
+    with scale_model(model, calib, fmt, 128, progress=False, search_tokens=16 * 32) as enough:
         assert {source: found["losses"] for source, found in enough.searches.items()} == full
-    with awq.scale_model(model, calib, fmt, 128, progress=False, search_tokens=1) as first:
+    with scale_model(model, calib, fmt, 128, progress=False, search_tokens=1) as first:
         searched = {source: found["losses"] for source, found in first.searches.items()}
     assert searched.keys() == full.keys() and all(searched[source] != full[source] for source in full)

@@ -9,6 +9,7 @@ import pytest
 
 from qtutor import formats
 from qtutor.methods import gptq, rtn
+from qtutor.eval.layer_error import gptq_vs_rtn, layer_loss, running_rtn_loss
 
 
 def correlated_problem(rows=16, columns=128, tokens=1024, seed=0):
@@ -45,7 +46,7 @@ def test_float32_result_matches_float64_up_to_rare_rounding_flips():
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_gptq_beats_rtn_on_the_layer_objective(group_size, bits):
     W, X = correlated_problem(seed=bits)
-    losses = gptq.gptq_vs_rtn(W, X, formats.get(f"int{bits}"), group_size, sym=False)
+    losses = gptq_vs_rtn(W, X, formats.get(f"int{bits}"), group_size, sym=False)
     assert losses["gptq"] < losses["rtn"]
 
 
@@ -78,8 +79,8 @@ def test_gptq_is_no_worse_than_rtn_on_a_problem_small_enough_to_brute_force(seed
         delta = W[row] - scale[row, 0] * (every_code - zero[row, 0])
         optimum += 0.5 * np.einsum("ij,jk,ik->i", delta, H, delta).min()
     q = gptq.GPTQ(W, H, fmt, -1, sym=False, percdamp=1e-9, dtype=np.float64).run()
-    loss_gptq = gptq.layer_loss(W, q.dequantize(), H)
-    loss_rtn = gptq.layer_loss(W, rtn.quantize(W, fmt, -1, False).dequantize(), H)
+    loss_gptq = layer_loss(W, q.dequantize(), H)
+    loss_rtn = layer_loss(W, rtn.quantize(W, fmt, -1, False).dequantize(), H)
     assert optimum - 1e-9 <= loss_gptq <= loss_rtn
 
 
@@ -93,7 +94,7 @@ def test_act_order_permutes_back_and_changes_the_result():
     assert np.array_equal(np.sort(ordered.extra["perm"]), np.arange(W.shape[1]))
     assert np.array_equal(ordered.extra["perm"], np.argsort(-np.diag(H.H), kind="stable"))
     # act-order quantizes the inputs with the largest activations first; on this problem it helps
-    assert gptq.layer_loss(W, ordered.dequantize(), H.H) < gptq.layer_loss(W, plain.dequantize(), H.H)
+    assert layer_loss(W, ordered.dequantize(), H.H) < layer_loss(W, plain.dequantize(), H.H)
 
 
 def test_act_order_with_dynamic_groups_records_the_group_of_every_column():
@@ -118,7 +119,7 @@ def test_symmetric_and_asymmetric_grids_both_work():
     for sym in (True, False):
         q = gptq.quantize(W, formats.get("int4"), 32, sym=sym, calib=X)
         assert q.sym is sym and (q.zeros is None) is sym
-        assert gptq.gptq_vs_rtn(W, X, formats.get("int4"), 32, sym=sym)["gptq"] < gptq.gptq_vs_rtn(
+        assert gptq_vs_rtn(W, X, formats.get("int4"), 32, sym=sym)["gptq"] < gptq_vs_rtn(
             W, X, formats.get("int4"), 32, sym=sym)["rtn"]
 
 
@@ -153,8 +154,8 @@ def test_running_loss_curves_end_at_the_layer_objective():
     W, X = correlated_problem(rows=8, columns=64, seed=10)
     H = gptq.Hessian(64).add(X)
     fmt = formats.get("int4")
-    curve = gptq.running_rtn_loss(W, H.H, fmt, 32)
-    assert curve[-1] == pytest.approx(gptq.layer_loss(W, rtn.quantize(W, fmt, 32).dequantize(), H.H))
+    curve = running_rtn_loss(W, H.H, fmt, 32)
+    assert curve[-1] == pytest.approx(layer_loss(W, rtn.quantize(W, fmt, 32).dequantize(), H.H))
 
 
 def test_too_few_tokens_warns_and_never_gives_nan():

@@ -9,6 +9,7 @@ from qtutor import formats
 from qtutor.eval.sweep import evaluate
 from qtutor.methods import gptq
 from qtutor.model import capture_inputs, get_weight, linear_layers
+from qtutor.eval.layer_error import gptq_vs_rtn
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def test_every_layer_of_the_tiny_model_has_no_larger_output_error_than_rtn(tiny,
     inputs = capture_inputs(model, calib[:8], [layer.name for layer in layers])
     fmt = formats.get("int3")
     for layer in layers:
-        losses = gptq.gptq_vs_rtn(get_weight(layer), inputs[layer.name], fmt, 128, sym=False)
+        losses = gptq_vs_rtn(get_weight(layer), inputs[layer.name], fmt, 128, sym=False)
         assert losses["gptq"] <= losses["rtn"], (layer.name, losses)
 
 

@@ -14,10 +14,10 @@ module named in the import (``from qtutor.formats.base import Format`` -> ``qtut
 ``from qtutor import formats`` -> ``qtutor.formats``), not to the packages above it that Python also initializes:
 a package's ``__init__`` importing its own submodules is not a cycle.
 
-One exception, listed here in full: code that moved up a layer keeps its old name answering through the module's
-``MOVED = {name: "new.module"}`` table and a PEP 562 ``__getattr__`` (notebooks and tests written before the move
-call ``awq.scale_model``). The module's own code never uses those names; they are checked below to exist at their
-new address, and a new one fails the test until it is added to ``ALIASES``.
+Code that moves up a layer may keep its old name answering for a while, through a module-level
+``MOVED = {name: "new.module"}`` table and a PEP 562 ``__getattr__``, so that notebooks written before the move still
+run; such names are listed in ``ALIASES``, checked below to exist at both addresses, and removed once nothing calls
+them (none are left: the notebooks import from the new modules).
 """
 from __future__ import annotations
 
@@ -50,14 +50,8 @@ ALLOWED = {
 }
 
 
-# (old module, name, new module): the names that moved up and still answer at their old address
-ALIASES = {
-    ("qtutor.methods.awq", "scale_model", "qtutor.model.awq_scaling"),
-    ("qtutor.methods.smoothquant", "smooth_model", "qtutor.model.smoothing"),
-    ("qtutor.methods.gptq", "layer_loss", "qtutor.eval.layer_error"),
-    ("qtutor.methods.gptq", "running_rtn_loss", "qtutor.eval.layer_error"),
-    ("qtutor.methods.gptq", "gptq_vs_rtn", "qtutor.eval.layer_error"),
-}
+# (old module, name, new module): the names that moved up and still answer at their old address (none left)
+ALIASES: set[tuple[str, str, str]] = set()
 
 
 def module_name(path: Path) -> str:

@@ -17,6 +17,7 @@ import qtutor as qt
 from qtutor.eval.perplexity import score
 from qtutor.eval.sweep import evaluate
 from qtutor.methods import awq
+from qtutor.model.awq_scaling import scale_model
 from qtutor.viz import figures, widgets
 from qtutor.viz.widgets import output_error  # mean (X W_hat^T - X W^T)^2, the error AWQ's search minimizes
 
@@ -257,9 +258,10 @@ claim("clipping alone takes a fifth or more off plain rounding's error on this l
 # with $\alpha$ judged on the whole MLP's output; the other layers stay in float. Two more savings against the
 # reference, both for time: 4 calibration windows of 256 tokens from the wiki train split, and ten values of $\alpha$
 # (0, 0.1, ..., 0.9) instead of twenty. To pass that grid, the two steps are called one after the other:
-# `awq.scale_model` searches and folds the scales, then `qt.quantize_model(..., scope="layer", prescaled=True)` clips
-# and rounds each layer (`prescaled=True`: the scales are already folded, so no search of its own). Format INT3 with
-# one scale per 64 weights (128 does not divide SmolLM2's 576-wide rows), where plain rounding does visible damage.
+# `scale_model` (from `qtutor.model.awq_scaling`) searches and folds the scales, then
+# `qt.quantize_model(..., scope="layer", prescaled=True)` clips and rounds each layer (`prescaled=True`: the
+# scales are already folded, so no search of its own). Format INT3 with one scale per 64 weights (128 does not
+# divide SmolLM2's 576-wide rows), where plain rounding does visible damage.
 # Perplexity on the first 1024 test tokens (ctx 512, stride 256); each change from float carries its paired standard
 # error, AWQ is compared with RTN token by token, and "gap closed" is the share of RTN's perplexity increase that AWQ
 # removes, $1 - \Delta_\text{AWQ}/\Delta_\text{RTN}$. This cell is the slow one (about a minute).
@@ -273,7 +275,7 @@ calib_smol = qt.data.calibration(4, 256, tokenizer=smol_tok)
 window = dict(ctx=512, stride=256, max_tokens=1024, progress=False)
 fp = score(smol, smol_tok, **window)
 point_rtn = evaluate(smol, smol_tok, "rtn", "int3", 64, layers=gate_up, baseline=fp, keep_score=True, **window)
-with awq.scale_model(smol, calib_smol, int3, 64, skip=left_in_float, alphas=alphas, progress=False) as scaled, \
+with scale_model(smol, calib_smol, int3, 64, skip=left_in_float, alphas=alphas, progress=False) as scaled, \
         qt.quantize_model(smol, "awq", "int3", 64, calib=calib_smol, layers=gate_up, scope="layer", prescaled=True,
                           progress=False) as report:
     awq_score = score(smol, smol_tok, **window)

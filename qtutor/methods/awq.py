@@ -190,18 +190,3 @@ class AWQTensor(QuantizedTensor):
 # AWQ needs calibration text and its layers' inputs (captured once, from the float model); in a whole model it
 # first searches and folds one scale per scaling group (the transform), then each layer clips and rounds
 METHOD = Method("awq", quantize=quantize, calibration=True, layer_inputs=True, transform="awq_scales")
-
-
-# ---- moved to the model layer ------------------------------------------------------------------------------------
-# Methods take arrays and give arrays; the whole-model scale search runs a torch model, so it lives in
-# qtutor.model.awq_scaling. The old name still answers (notebook 07 calls awq.scale_model); new code imports it
-# from there. tests/test_layers.py lists every such alias.
-MOVED = {"scale_model": "qtutor.model.awq_scaling"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

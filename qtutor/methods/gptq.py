@@ -516,18 +516,3 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
 # GPTQ needs calibration text and its layers' inputs, captured block by block: block i's inputs come from the model
 # with blocks < i already quantized (sequential, as the reference)
 METHOD = Method("gptq", quantize=quantize, calibration=True, layer_inputs=True, sequential=True)
-
-
-# ---- moved to qtutor.eval ----------------------------------------------------------------------------------------
-# The comparison helpers measure a result, they do not compute one: qtutor.eval.layer_error. The old names still
-# answer (notebook 06 calls gptq.layer_loss); new code imports them from there. tests/test_layers.py lists them.
-MOVED = {"layer_loss": "qtutor.eval.layer_error", "running_rtn_loss": "qtutor.eval.layer_error",
-         "gptq_vs_rtn": "qtutor.eval.layer_error"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

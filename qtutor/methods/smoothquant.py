@@ -120,18 +120,3 @@ def difficulty(X: Any, W: Any) -> dict:
 # calibration text), then RTN rounds the weights and the activations are rounded at run time (INT8 by default)
 METHOD = Method("smoothquant", weights="rtn", calibration=True, transform="smoothing", act_format="int8",
                 options=("alpha", "smooth_linears"))
-
-
-# ---- moved to the model layer ------------------------------------------------------------------------------------
-# Methods take arrays and give arrays; smoothing a whole model runs it and edits its norms, so smooth_model lives in
-# qtutor.model.smoothing. The old name still answers (notebook 08 calls smoothquant.smooth_model); new code imports
-# it from there. tests/test_layers.py lists every such alias.
-MOVED = {"smooth_model": "qtutor.model.smoothing"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
