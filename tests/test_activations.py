@@ -12,6 +12,7 @@ from qtutor.eval.sweep import evaluate  # noqa: E402
 from qtutor.methods import llm_int8 as int8_method  # noqa: E402
 from qtutor.methods import smoothquant  # noqa: E402
 from qtutor.model import activations, capture_inputs, find_layer, get_weight  # noqa: E402
+from qtutor.model.smoothing import smooth_model  # noqa: E402
 
 TOKENS = 2048  # perplexity budget of the model-level checks
 
@@ -198,7 +199,7 @@ def test_smoothing_leaves_the_float_model_unchanged_and_restores_bit_exactly(tin
     before = logits(model, tokens)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     expected_groups = {"tiny": 12, "gpt2": 4, "opt": 4}[kind]
-    with smoothquant.smooth_model(model, calib[:4, :64], alpha=0.5) as smoothed:
+    with smooth_model(model, calib[:4, :64], alpha=0.5) as smoothed:
         assert len(smoothed.scales) == expected_groups
         assert any(not np.allclose(s, 1) for s in smoothed.scales.values())  # it did change the weights
         after = logits(model, tokens)
@@ -209,7 +210,7 @@ def test_smoothing_leaves_the_float_model_unchanged_and_restores_bit_exactly(tin
 
 def test_smoothing_makes_the_activations_flatter_and_the_weights_rougher(tiny, calib):
     model, _ = tiny
-    with smoothquant.smooth_model(model, calib, alpha=0.8) as smoothed:
+    with smooth_model(model, calib, alpha=0.8) as smoothed:
         for norm, change in smoothed.difficulty.items():
             assert change["after"]["activation"] < change["before"]["activation"], norm
 
@@ -257,4 +258,4 @@ def test_smoothquant_needs_calibration_and_a_valid_alpha(tiny, calib):
     with pytest.raises(ValueError, match="calibration"):
         evaluate(model, tokenizer, "smoothquant", "int8", -1, True, max_tokens=256)
     with pytest.raises(ValueError, match=r"alpha=1.5 must be in \[0, 1\]"):
-        smoothquant.smooth_model(model, calib, alpha=1.5)
+        smooth_model(model, calib, alpha=1.5)
