@@ -14,29 +14,29 @@ MEASUREMENTS = {"smollm2": HERE / "smollm2_measurements.json"}
 LAYER_ERRORS = {"smollm2": HERE / "smollm2_layer_errors.json"}
 
 
+def _stored(files: dict[str, Path], model: str, what: str, tool: str) -> dict:
+    """The JSON of ``files[model]``, with errors that name the known models or the script that writes it."""
+    if model not in files:
+        raise ValueError(f"no stored {what} for model {model!r}; known: {', '.join(files)}")
+    path = files[model]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python {tool}` to measure it")
+    return json.loads(path.read_text())
+
+
 def measurements(model: str = "smollm2") -> dict:
     """The figures behind a model's card (written by ``python tools/model_card_smollm2.py``): the float model's
     perplexity, and one row per variant (RTN per format, GPTQ and AWQ, GGUF mixes, LLM.int8()) with its
     perplexity ± standard error, change from float ± paired standard error, KL and same-top-token rate, all on
     the same test tokens."""
-    if model not in MEASUREMENTS:
-        raise ValueError(f"no stored measurements for model {model!r}; known: {', '.join(MEASUREMENTS)}")
-    path = MEASUREMENTS[model]
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python tools/model_card_smollm2.py` to measure it")
-    return json.loads(path.read_text())
+    return _stored(MEASUREMENTS, model, "measurements", "tools/model_card_smollm2.py")
 
 
 def layer_errors(model: str = "smollm2") -> dict:
     """Every linear layer's relative output error under RTN, GPTQ and AWQ at INT4 and INT3 in groups of 64, each
     layer quantized on its own and measured on held-out inputs (written by ``python tools/layer_errors_smollm2.py``;
     ``errors[setting][method][layer]``)."""
-    if model not in LAYER_ERRORS:
-        raise ValueError(f"no stored layer errors for model {model!r}; known: {', '.join(LAYER_ERRORS)}")
-    path = LAYER_ERRORS[model]
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python tools/layer_errors_smollm2.py` to measure it")
-    return json.loads(path.read_text())
+    return _stored(LAYER_ERRORS, model, "layer errors", "tools/layer_errors_smollm2.py")
 
 
 __all__ = ["layer_errors", "measurements"]
