@@ -37,6 +37,7 @@ method and format measured on a real model (``evidence``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from qtutor.eval.footprint import bits_per_weight, kv_cache_bytes
@@ -161,8 +162,6 @@ class Advice:
 
 def typical_architecture(parameters: float) -> tuple[int, int, int]:
     """(layers, key/value heads, head dim) of the ``ARCHITECTURES`` entry nearest in size (on a log scale)."""
-    import math
-
     nearest = min(ARCHITECTURES, key=lambda size: abs(math.log(size / parameters)))
     return ARCHITECTURES[nearest]
 

@@ -39,7 +39,8 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
              stride: int = 128, max_tokens: int | None = None, calib: Any = None, baseline: float | None = None,
              progress: bool = False, act_format: str | None = None, kv_format: str | None = None,
              kv_keys: str = "channel", kv_values: str = "token", kv_group_size: int | None = None,
-             kv_token_group: int | None = None, alpha: float = 0.5, smooth_linears: bool = False, threshold: float = 6.0, reference: Any = None,
+             kv_token_group: int | None = None, alpha: float = 0.5, smooth_linears: bool = False,
+             threshold: float = 6.0, reference: Any = None,
              keep_score: bool = False, **method_kw) -> dict:
     """Perplexity and size of ``model`` quantized with ``method``/``fmt`` (``method=None``: as it is).
 
