@@ -35,11 +35,13 @@ def nearest_int(x: np.ndarray) -> np.ndarray:
     return np.rint(x).astype(np.int32)
 
 
-def seq_sum(terms: np.ndarray) -> np.ndarray:
-    """Sum along the last axis left to right in float32, as a C loop does (NumPy's pairwise sum differs)."""
-    total = np.zeros(terms.shape[:-1], F32)
-    for i in range(terms.shape[-1]):
-        total = (total + terms[..., i]).astype(F32)
+def seq_sum(terms: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Sum along ``axis`` left to right in float32, as a C loop does (NumPy's pairwise sum differs).
+
+    Fastest along axis 0 of a C-ordered array, where every term added is one contiguous row."""
+    total = np.zeros(np.delete(terms.shape, axis), F32)
+    for term in np.moveaxis(terms, axis, 0):
+        total += term  # float32 + float32, rounded to float32 after each term
     return total
 
 
@@ -57,28 +59,28 @@ def best_affine_fit(x, w, nmax, rmin, rdelta, nstep, use_mad):
     Start from the min/max fit; then try nstep + 1 slightly different grids, and for each the least-squares
     (s, m) given its codes L (weighted by w); keep whichever has the smallest weighted error (absolute if
     use_mad, else squared). Returns (scale, -min, L)."""
-    n_blocks, n = x.shape
-    low = np.minimum(x.min(axis=1), F32(0))
-    high = x.max(axis=1)
-    sum_w, sum_x = seq_sum(w), seq_sum((w * x).astype(F32))
+    x, w = np.ascontiguousarray(x.T, F32), np.ascontiguousarray(w.T, F32)  # (n, n_blocks): sums run down rows
+    low = np.minimum(x.min(axis=0), F32(0))
+    high = x.max(axis=0)
+    sum_w, sum_x = seq_sum(w, 0), seq_sum(w * x, 0)
     flat = high == low
     span = np.where(flat, F32(1), high - low).astype(F32)
 
     def error(scale, minimum, L):
-        diff = ((scale[:, None] * L.astype(F32) + minimum[:, None]).astype(F32) - x).astype(F32)
-        return seq_sum((w * (np.abs(diff) if use_mad else diff * diff)).astype(F32))
+        diff = (scale * L.astype(F32) + minimum) - x
+        return seq_sum(w * (np.abs(diff) if use_mad else diff * diff), 0)
 
     iscale = (F32(nmax) / span).astype(F32)
     scale = (F32(1) / iscale).astype(F32)
-    L = np.clip(nearest_int(iscale[:, None] * (x - low[:, None]).astype(F32)), 0, nmax)
+    L = np.clip(nearest_int(iscale * (x - low)), 0, nmax)
     best = error(scale, low, L)
     for step in range(nstep + 1):
         span = np.where(flat, F32(1), high - low).astype(F32)
         iscale = ((F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / span).astype(F32)
-        trial = np.clip(nearest_int(iscale[:, None] * (x - low[:, None]).astype(F32)), 0, nmax)
-        wl = (w * trial.astype(F32)).astype(F32)
-        sum_l, sum_l2 = seq_sum(wl), seq_sum((wl * trial).astype(F32))
-        sum_xl = seq_sum((wl * x).astype(F32))
+        trial = np.clip(nearest_int(iscale * (x - low)), 0, nmax)
+        wl = w * trial.astype(F32)
+        sum_l, sum_l2 = seq_sum(wl, 0), seq_sum(wl * trial.astype(F32), 0)
+        sum_xl = seq_sum(wl * x, 0)
         D = (sum_w * sum_l2 - sum_l * sum_l).astype(F32)
         ok = D > 0
         safe_D = np.where(ok, D, F32(1))
@@ -91,13 +93,13 @@ def best_affine_fit(x, w, nmax, rmin, rdelta, nstep, use_mad):
         with np.errstate(invalid="ignore", over="ignore"):
             current = error(this_scale, this_min, trial)
         better = ok & (current < best) & ~flat
-        L = np.where(better[:, None], trial, L)
+        L = np.where(better, trial, L)
         best = np.where(better, current, best)
         scale = np.where(better, this_scale, scale)
         low = np.where(better, this_min, low)
     scale = np.where(flat, F32(0), scale).astype(F32)
-    L = np.where(flat[:, None], 0, L)
-    return scale, (-low).astype(F32), L
+    L = np.where(flat, 0, L)
+    return scale, (-low).astype(F32), np.ascontiguousarray(L.T)
 
 
 def best_symmetric_fit(x, nmax, weights=None):
