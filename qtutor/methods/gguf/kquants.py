@@ -110,14 +110,14 @@ def best_symmetric_fit(x, nmax, weights=None):
     amax, signed = signed_absmax(x)
     zero = amax < GROUP_MAX_EPS
     safe = np.where(zero, F32(1), signed).astype(F32)
-    w = (x * x).astype(F32) if weights is None else weights
+    x = np.ascontiguousarray(x.T, F32)  # (n, n_blocks): sums run down rows
+    w = x * x if weights is None else np.ascontiguousarray(weights.T, F32)
+    wx = w * x
 
     def fit(iscale):
-        l = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
+        l = np.clip(nearest_int(iscale * x), -nmax, nmax - 1)
         lf = l.astype(F32)
-        sumlx = seq_sum(((w * x).astype(F32) * lf).astype(F32))
-        suml2 = seq_sum(((w * lf).astype(F32) * lf).astype(F32))
-        return l, sumlx, suml2
+        return l, seq_sum(wx * lf, 0), seq_sum((w * lf) * lf, 0)
 
     L, sumlx, suml2 = fit((F32(-nmax) / safe).astype(F32))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -130,10 +130,10 @@ def best_symmetric_fit(x, nmax, weights=None):
         better = (suml2 > 0) & ((sumlx * sumlx).astype(F32) > (best * suml2).astype(F32))
         with np.errstate(divide="ignore", invalid="ignore"):
             new_scale = (sumlx / suml2).astype(F32)
-        L = np.where(better[:, None], l, L)
+        L = np.where(better, l, L)
         scale = np.where(better, new_scale, scale)
         best = np.where(better, (new_scale * sumlx).astype(F32), best)
-    return np.where(zero, F32(0), scale).astype(F32), np.where(zero[:, None], 0, L + nmax)
+    return np.where(zero, F32(0), scale).astype(F32), np.ascontiguousarray(np.where(zero, 0, L + nmax).T)
 
 
 def best_q3_fit(x, nmax=4, weights=None):
