@@ -451,6 +451,43 @@ print(f"Q5_K_M against Q4_K_M, token by token: {qt.notebook.percent(q5_vs_q4['de
 # 4. Export the Q4_1 mix of SmolLM2 and compare its tensors with the file it came from (`reader.read_gguf`, then
 #    `np.array_equal` on each tensor's `data`). Which metadata differ?
 
+# %% tags=["solution"]
+# 1. the prediction, from the mix table: Q2_K is Q4_0 with Q3_K in ffn_down, so a little worse than Q4_0; Q3_K_M
+#    is Q4_0 with upgrades, between Q4_0 and Q4_K_M; Q6_K is Q8_0 outside ffn_down, so close to Q8_0
+del file_model  # it holds the Q4_K_M weights; a mix re-rounds whatever it is given
+smol, smol_tokenizer = qt.load_model("smollm2")
+more = {}
+for mix in ("Q2_K", "Q3_K_M", "Q6_K"):
+    point = evaluate(smol, smol_tokenizer, "gguf", mix, **window, baseline=float_score, keep_score=True)
+    more[mix] = {**point, "label": mix, "method": "GGUF mix", "bits_per_weight": linear_bits(mix)}
+    show(more[mix])
+versus = more["Q3_K_M"]["score"].compare(file_score)
+print(f"Q3_K_M against Q4_K_M, token by token: {qt.notebook.percent(versus['delta_pct'])} ± "
+      f"{versus['delta_pct_stderr']:.1f}{'' if versus['significant'] else ' (inside the noise)'}")
+fig = figures.pareto([*points, *more.values()], title="SmolLM2-135M: GGUF mixes and RTN, the exercise's mixes added",
+                     reference=float_score.ppl)
+fig.axes[0].set_xlabel("bits per weight (the 210 linear layers)")
+plt.show()
+
+# %% tags=["solution"]
+# 2. the 576-wide tensors (every linear layer but ffn_down) alone in Q5_0, then in Q5_1; ffn_down stays as it is
+wide = {layer.name: qt.model.get_weight(layer) for layer in qt.model.linear_layers(smol)
+        if layer.in_features == 576 and layer.name.startswith("model.layers.")}  # the tied output head left out
+alone = {}
+for kind in ("Q5_0", "Q5_1"):
+    rounded = {name: gguf.dequantize(gguf.quantize(W, kind), kind, W.shape) for name, W in wide.items()}
+    with qt.model.swapped_weights(smol, rounded):
+        alone[kind] = score(smol, smol_tokenizer, **window, progress=False)
+print(f"{len(wide)} tensors of 576-wide rows")
+for kind, measured in alone.items():
+    change = measured.compare(float_score)
+    print(f"{kind} alone: perplexity {measured.ppl:.2f}, {qt.notebook.percent(change['delta_pct'])} ± "
+          f"{change['delta_pct_stderr']:.1f} against float")
+gap = alone["Q5_1"].compare(alone["Q5_0"])
+print(f"Q5_1 against Q5_0, token by token: {qt.notebook.percent(gap['delta_pct'])} ± {gap['delta_pct_stderr']:.1f}; "
+      f"Q5_K_M against Q4_K_M above: {qt.notebook.percent(q5_vs_q4['delta_pct'])} ± "
+      f"{q5_vs_q4['delta_pct_stderr']:.1f}")
+
 # %% tags=["solution", "nbval-check-output"]
 # 3. hidden sizes that are multiples of 256 keep every K type; SmolLM2's others as they are
 SMOLLM2 = dict(n_layers=30, vocab=49152, n_kv_heads=3)  # the rest of SmolLM2's shape, as its GGUF metadata says
@@ -468,6 +505,21 @@ for hidden, intermediate in ((576, 1536), (512, 1536), (768, 1536), (768, 2048))
     bpw, fallbacks = q4_k_m_bits(hidden, intermediate)
     print(f"hidden {hidden:4d}, MLP {intermediate:4d}: Q4_K_M {bpw:.3f} bits per weight, "
           f"{fallbacks:3d} tensors on a legacy type")
+
+# %% tags=["solution"]
+# 4. the Q4_1 mix written out, against the file SmolLM2 ships as
+with tempfile.TemporaryDirectory() as again:
+    export.export_gguf(smol, smol_tokenizer, Path(again) / "smollm2-Q4_1.gguf", mix="Q4_1", progress=False)
+    copy = reader.read_gguf(Path(again) / "smollm2-Q4_1.gguf")
+same_bytes = [name for name in source.tensors if name in copy.tensors
+              and np.array_equal(np.asarray(copy.tensors[name].data), np.asarray(source.tensors[name].data))]
+print(f"{len(same_bytes)} of {len(source.tensors)} tensors byte for byte the same "
+      f"({len(copy.tensors)} in the copy)")
+differ = sorted(key for key in set(source.metadata) & set(copy.metadata)
+                if str(source.metadata[key]) != str(copy.metadata[key]))
+print("metadata only in the shipped file:", sorted(set(source.metadata) - set(copy.metadata)))
+print("metadata only in the copy:", sorted(set(copy.metadata) - set(source.metadata)))
+print("metadata in both, with other values:", differ)
 
 # %% [markdown]
 # ## What you learned

@@ -348,6 +348,26 @@ plt.show()
 # 4. **Chunks of tokens.** Rerun the INT2 row with `token_group` set to 16, 64 and 128. How does the perplexity
 #    move with the chunk, and what does each chunk size cost in key scales per number?
 
+# %% tags=["solution"]
+# 1. INT2 with a scale per 32 channels: values per token in two groups per head (and keys too, when per token)
+def grouped_point(fmt, keys, group_size):
+    with quantized_kv_cache(smol, fmt, keys=keys, values="token", group_size=group_size):
+        measured = score(smol, smol_tok, ctx=512, stride=256, max_tokens=TOKENS, progress=False)
+    return {"score": measured, **measured.compare(float_score)}
+
+
+grouped = {keys: grouped_point("int2", keys, 32) for keys in ("channel", "token")}
+print(f"bits per number: INT2 per token and head (64 numbers) {kv_bits_per_element('int2', 64):.3f}, "
+      f"in groups of 32 {kv_bits_per_element('int2', 32):.3f}, INT4 per head {kv_bits_per_element('int4', 64):.3f}")
+for keys, p in grouped.items():
+    whole = points["int2", keys, None]
+    paired = p["score"].compare(whole["score"])
+    print(f"INT2, keys per {keys:7s}: groups of 32 {p['score'].ppl:8.2f} ({qt.notebook.percent(p['delta_pct'])}) "
+          f"against {whole['score'].ppl:8.2f} per head; the groups change it by "
+          f"{qt.notebook.percent(paired['delta_pct'])} +- {paired['delta_pct_stderr']:.1f}")
+print(f"INT4, keys per channel: {points['int4', 'channel', None]['score'].ppl:.2f} "
+      f"({qt.notebook.percent(points['int4', 'channel', None]['delta_pct'])})")
+
 # %% tags=["solution", "nbval-check-output"]
 # 2. 2 x 80 layers x 8 KV heads x 128 channels x 131,072 tokens numbers; FP16: 2 bytes each
 numbers = 2 * 80 * 8 * 128 * 131072
@@ -357,6 +377,25 @@ for kv_heads in (8, 64):
     fp16_bytes = fp.kv_cache_bytes(131072, n_layers=80, n_kv_heads=kv_heads, head_dim=128)
     int4_bytes = fp.kv_cache_bytes(131072, n_layers=80, n_kv_heads=kv_heads, head_dim=128, bits=4, group_size=64)
     print(f"{kv_heads:2d} KV heads: FP16 {fp16_bytes / 1e9:6.1f} GB, INT4 (a scale per 64) {int4_bytes / 1e9:5.1f} GB")
+
+# %% tags=["solution"]
+# 3. keys per token at 8 bits, integer and floating point
+streaming = {fmt: kv_point(fmt, "token") for fmt in ("int8", "fp8_e4m3")}
+for fmt, p in streaming.items():
+    print(f"{fmt:8s} keys per token: {qt.notebook.percent(p['delta_pct'], 2)} +- {p['delta_pct_stderr']:.2f}, "
+          f"KL {p['kl']:.4f} nats, same top {p['same_top_pct']:.1f} %  ({kv_bits_per_element(fmt, 64):.3f} bits)")
+print(f"int8     keys per channel: {qt.notebook.percent(eight['delta_pct'], 2)} +- {eight['delta_pct_stderr']:.2f}, "
+      f"KL {eight['kl']:.4f} nats")
+
+# %% tags=["solution"]
+# 4. INT2 keys per channel in chunks of tokens: a float16 scale and a 2-bit zero point per chunk and channel
+chunks = {group: (points["int2", "channel", 32] if group == 32 else kv_point("int2", "channel", group))
+          for group in (16, 32, 64, 128)}
+chunks[512] = points["int2", "channel", None]  # the whole window
+for group, p in chunks.items():
+    scale_bits = kv_bits_per_element("int2", group) - 2
+    print(f"chunks of {group:3d} tokens: perplexity {p['score'].ppl:8.2f} ({qt.notebook.percent(p['delta_pct'])})"
+          f", key scales {scale_bits:.3f} bits per number")
 
 # %% [markdown]
 # ## What you learned
