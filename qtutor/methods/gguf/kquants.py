@@ -78,8 +78,9 @@ def best_affine_fit(x, w, nmax, rmin, rdelta, nstep, use_mad):
         span = np.where(flat, F32(1), high - low).astype(F32)
         iscale = ((F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / span).astype(F32)
         trial = np.clip(nearest_int(iscale * (x - low)), 0, nmax)
-        wl = w * trial.astype(F32)
-        sum_l, sum_l2 = seq_sum(wl, 0), seq_sum(wl * trial.astype(F32), 0)
+        trial_f = trial.astype(F32)
+        wl = w * trial_f
+        sum_l, sum_l2 = seq_sum(wl, 0), seq_sum(wl * trial_f, 0)
         sum_xl = seq_sum(wl * x, 0)
         D = (sum_w * sum_l2 - sum_l * sum_l).astype(F32)
         ok = D > 0
