@@ -482,9 +482,10 @@ print(f"{len(wide)} tensors of 576-wide rows")
 for kind, measured in alone.items():
     change = measured.compare(float_score)
     print(f"{kind} alone: perplexity {measured.ppl:.2f}, {qt.notebook.percent(change['delta_pct'])} ± "
-          f"{change['delta_pct_stderr']:.1f} against float")
+          f"{change['delta_pct_stderr']:.1f} against float{'' if change['significant'] else ' (inside the noise)'}")
 gap = alone["Q5_1"].compare(alone["Q5_0"])
-print(f"Q5_1 against Q5_0, token by token: {qt.notebook.percent(gap['delta_pct'])} ± {gap['delta_pct_stderr']:.1f}; "
+print(f"Q5_1 against Q5_0, token by token: {qt.notebook.percent(gap['delta_pct'])} ± {gap['delta_pct_stderr']:.1f}"
+      f"{'' if gap['significant'] else ' (inside the noise)'}; "
       f"Q5_K_M against Q4_K_M above: {qt.notebook.percent(q5_vs_q4['delta_pct'])} ± "
       f"{q5_vs_q4['delta_pct_stderr']:.1f}")
 

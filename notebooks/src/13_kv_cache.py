@@ -364,7 +364,8 @@ for keys, p in grouped.items():
     paired = p["score"].compare(whole["score"])
     print(f"INT2, keys per {keys:7s}: groups of 32 {p['score'].ppl:8.2f} ({qt.notebook.percent(p['delta_pct'])}) "
           f"against {whole['score'].ppl:8.2f} per head; the groups change it by "
-          f"{qt.notebook.percent(paired['delta_pct'])} +- {paired['delta_pct_stderr']:.1f}")
+          f"{qt.notebook.percent(paired['delta_pct'])} +- {paired['delta_pct_stderr']:.1f} "
+          f"({'outside' if paired['significant'] else 'inside'} the noise)")
 print(f"INT4, keys per channel: {points['int4', 'channel', None]['score'].ppl:.2f} "
       f"({qt.notebook.percent(points['int4', 'channel', None]['delta_pct'])})")
 
@@ -383,9 +384,10 @@ for kv_heads in (8, 64):
 streaming = {fmt: kv_point(fmt, "token") for fmt in ("int8", "fp8_e4m3")}
 for fmt, p in streaming.items():
     print(f"{fmt:8s} keys per token: {qt.notebook.percent(p['delta_pct'], 2)} +- {p['delta_pct_stderr']:.2f}, "
-          f"KL {p['kl']:.4f} nats, same top {p['same_top_pct']:.1f} %  ({kv_bits_per_element(fmt, 64):.3f} bits)")
+          f"KL {p['kl']:.4f} nats, same top {p['same_top_pct']:.1f} %  ({kv_bits_per_element(fmt, 64):.3f} bits; "
+          f"{'outside' if p['significant'] else 'inside'} the noise)")
 print(f"int8     keys per channel: {qt.notebook.percent(eight['delta_pct'], 2)} +- {eight['delta_pct_stderr']:.2f}, "
-      f"KL {eight['kl']:.4f} nats")
+      f"KL {eight['kl']:.4f} nats ({'outside' if eight['significant'] else 'inside'} the noise)")
 
 # %% tags=["solution"]
 # 4. INT2 keys per channel in chunks of tokens: a float16 scale and a 2-bit zero point per chunk and channel
@@ -394,8 +396,8 @@ chunks = {group: (points["int2", "channel", 32] if group == 32 else kv_point("in
 chunks[512] = points["int2", "channel", None]  # the whole window
 for group, p in chunks.items():
     scale_bits = kv_bits_per_element("int2", group) - 2
-    print(f"chunks of {group:3d} tokens: perplexity {p['score'].ppl:8.2f} ({qt.notebook.percent(p['delta_pct'])})"
-          f", key scales {scale_bits:.3f} bits per number")
+    print(f"chunks of {group:3d} tokens: perplexity {p['score'].ppl:8.2f} ({qt.notebook.percent(p['delta_pct'])} +- "
+          f"{p['delta_pct_stderr']:.1f}), key scales {scale_bits:.3f} bits per number")
 
 # %% [markdown]
 # ## What you learned
