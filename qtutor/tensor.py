@@ -28,7 +28,11 @@ class QuantizedTensor:
         shape: shape of the original tensor.
         method: the method that chose the codes (``"cast"``, ``"rtn"``, ``"gptq"``, ...).
         extra: format- or method-specific extras (e.g. NVFP4's per-tensor scale, NF4's double-quantization
-            state, GPTQ's column permutation). Documented by whoever writes them.
+            state). Documented by whoever writes them.
+        column_order: ``None``, or a permutation of the last axis: the codes (and their groups) are stored with
+            the columns in this order, stored column ``k`` being original column ``column_order[k]``, and
+            ``dequantize`` puts them back. A method that quantizes columns in its own order (GPTQ's act-order)
+            keeps each group contiguous that way instead of scattering it.
     """
 
     codes: Any
@@ -40,6 +44,7 @@ class QuantizedTensor:
     shape: tuple[int, ...]
     method: str = "cast"
     extra: dict = field(default_factory=dict)
+    column_order: Any = None
 
     @property
     def format(self):

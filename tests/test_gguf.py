@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import qtutor as qt
 from qtutor.eval.footprint import LLAMA_SHAPES, llama_tensor_shapes
+from qtutor.formats.ggml.layouts import BLOCK
 from qtutor.methods import gguf
 from qtutor.methods.gguf import mixes
 
@@ -64,11 +66,11 @@ def test_dequantize_equals_gguf_py_on_our_blocks_and_on_random_bytes(name):
     block, size, _ = gguf.block_info(name)
     noise = np.random.default_rng(1).integers(0, 256, (4, size * (512 // block)), dtype=np.uint8)
     for field in ("d", "dmin", "m"):  # random fp16 scales can be NaN/Inf; keep them finite
-        structured = noise.reshape(-1).view(gguf.layouts.BLOCK[name])
+        structured = noise.reshape(-1).view(BLOCK[name])
         if field in structured.dtype.names:
             structured[field] = np.float16(0.5)
     if name == "MXFP4":  # a random E8M0 byte is a scale up to 2^128: the product overflows float32 in both codes
-        structured = noise.reshape(-1).view(gguf.layouts.BLOCK[name])
+        structured = noise.reshape(-1).view(BLOCK[name])
         structured["e"] = 127 + structured["e"] % 64 - 32  # scales 2^-32 .. 2^31, finite products
     np.testing.assert_array_equal(gguf.dequantize(noise, name), gq.dequantize(noise, GGMLQuantizationType[name]))
 
@@ -123,3 +125,27 @@ def test_bad_input_is_a_clear_error():
         gguf.quantize(np.full((1, 32), np.nan, np.float32), "Q8_0")
     with pytest.raises(ValueError, match="unknown mix"):
         mixes.assign_types("Q4_K_X", {})
+
+
+def test_every_ggml_block_type_is_a_format_whose_tensor_holds_the_bytes_llama_cpp_stores():
+    W = np.random.default_rng(11).standard_normal((4, 512)).astype(np.float32)
+    assert qt.formats.block_types() == [t.lower() if t != "MXFP4" else "ggml_mxfp4" for t in gguf.TYPES]
+    assert not set(qt.formats.block_types()) & set(qt.formats.names())
+    for name in qt.formats.block_types():
+        fmt = qt.formats.get(name.upper())
+        q = fmt.encode(W)
+        assert np.array_equal(q.codes, gguf.quantize(W, fmt.key)) and q.format is fmt
+        np.testing.assert_array_equal(q.dequantize(), gguf.dequantize(q.codes, fmt.key))
+        assert q.bits_per_weight == fmt.bits_per_weight() == gguf.block_info(fmt.key)[2]
+    # RTN through the common entry point gives the same blocks
+    assert np.array_equal(qt.quantize_tensor(W, "Q4_K").codes, gguf.quantize(W, "Q4_K"))
+
+
+def test_a_block_type_refuses_what_its_blocks_fix_and_says_which_format_to_use_instead():
+    W = np.random.default_rng(12).standard_normal((4, 512)).astype(np.float32)
+    with pytest.raises(ValueError, match="fixed blocks of 256"):
+        qt.quantize_tensor(W, "Q4_K", group_size=128)
+    with pytest.raises(ValueError, match="leave sym out"):
+        qt.formats.get("Q4_1").encode(W, sym=False)
+    with pytest.raises(TypeError, match="element format such as int4"):
+        qt.quantize_tensor(W, "Q4_K", method="gptq", calib=np.ones((600, 512), np.float32))

@@ -9,6 +9,7 @@ import pytest
 
 from qtutor import formats
 from qtutor.methods import gptq, rtn
+from qtutor.tensor import QuantizedTensor
 from qtutor.eval.layer_error import gptq_vs_rtn, layer_loss, running_rtn_loss
 
 
@@ -97,21 +98,28 @@ def test_act_order_permutes_back_and_changes_the_result():
     assert layer_loss(W, ordered.dequantize(), H.H) < layer_loss(W, plain.dequantize(), H.H)
 
 
-def test_act_order_with_dynamic_groups_records_the_group_of_every_column():
+def test_act_order_with_dynamic_groups_stores_contiguous_groups_in_its_column_order():
     W, X = correlated_problem(seed=6)
-    q = gptq.quantize(W, formats.get("int4"), 32, calib=X, act_order=True)
-    assert q.extra["g_idx"].shape == (W.shape[1],) and q.scales.shape == (W.shape[0], W.shape[1] // 32)
-    assert np.bincount(q.extra["g_idx"]).tolist() == [32] * (W.shape[1] // 32)
-    np.testing.assert_array_equal(q.dequantize(), q.extra["dequantized"].astype(np.float32))
+    fmt = formats.get("int4")
+    solver = gptq.GPTQ(W, gptq.Hessian(W.shape[1]).add(X), fmt, 32, act_order=True)
+    q = solver.run()
+    assert q.scales.shape == (W.shape[0], W.shape[1] // 32)
+    assert np.array_equal(q.column_order, solver.perm) and not np.array_equal(q.column_order, np.arange(W.shape[1]))
+    np.testing.assert_array_equal(q.dequantize(), solver.quantized_so_far())
+    # the stored layout is an ordinary grouped tensor of the permuted weights: each group of 32 stored columns
+    # decodes with its own scale, as a plain grouped tensor would
+    stored = QuantizedTensor(q.codes, q.scales, q.zeros, q.fmt, 32, q.sym, q.shape, "gptq")
+    np.testing.assert_array_equal(stored.dequantize(), solver.quantized_so_far()[:, solver.perm])
 
 
 def test_static_groups_take_their_scales_from_the_original_weights():
     W, X = correlated_problem(seed=7)
     fmt = formats.get("int4")
-    q = gptq.quantize(W, fmt, 32, calib=X, act_order=True, static_groups=True)
-    assert "g_idx" not in q.extra
+    solver = gptq.GPTQ(W, gptq.Hessian(W.shape[1]).add(X), fmt, 32, act_order=True, static_groups=True)
+    q = solver.run()
+    assert q.column_order is None  # static groups are contiguous in the original order
     np.testing.assert_array_equal(q.scales, rtn.quantize(W, fmt, 32, False).scales)
-    np.testing.assert_array_equal(q.dequantize(), q.extra["dequantized"])
+    np.testing.assert_array_equal(q.dequantize(), solver.quantized_so_far())
 
 
 def test_symmetric_and_asymmetric_grids_both_work():

@@ -93,15 +93,11 @@ def bits_per_weight(fmt: str, group_size: int | None | str = "default", sym: boo
     name = str(fmt)
     if name.lower() == "fp32":
         return 32.0
-    if name.lower() in formats.names():
+    if name.lower() in formats.names() + formats.block_types():  # a format, ggml's block types included
         f = formats.get(name)
         if group_size == "default":
             group_size = f.weight_group_size
         return f.bits_per_weight(shape, group_size=group_size, sym=sym)
-    from qtutor.methods import gguf
-
-    if name.upper() in gguf.type_names():
-        return gguf.block_info(name.upper())[2]
     from qtutor.methods.gguf import mixes
 
     if name.upper() in mixes.FTYPES:

@@ -8,14 +8,15 @@
     >>> W_hat = q.dequantize()
 
 Families, one file each: ``integer`` (INT2..INT8), ``minifloat`` (FP16, BF16, FP8, FP6, FP4),
-``microscaling`` (MXFP4/6/8, MXINT8, NVFP4), ``normalfloat`` (NF4 and bitsandbytes' FP4).
+``microscaling`` (MXFP4/6/8, MXINT8, NVFP4), ``normalfloat`` (NF4 and bitsandbytes' FP4), and ``ggml``
+(llama.cpp's block types Q4_0 ... Q6_K, listed by :func:`block_types`: their scales live inside each block).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from qtutor.formats.base import Format
-from qtutor.formats.registry import by_name, names, register
+from qtutor.formats.registry import block_types, by_name, names, register
 
 
 def _integer(bits: int) -> Callable[[], Format]:
@@ -44,6 +45,9 @@ for _name in ("mxfp4", "mxfp6", "mxfp6_e3m2", "mxfp8", "mxfp8_e5m2", "mxint8", "
     register(_name, _from("microscaling", _name))
 for _name in ("nf4", "bnb_fp4"):
     register(_name, _from("normalfloat", _name))
+# ggml's block types (its MXFP4 block is "ggml_mxfp4": "mxfp4" above is the OCP format, the same numbers)
+for _name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "ggml_MXFP4", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"):
+    register(_name.lower(), _from("ggml", _name), block_type=True)
 del _bits, _name
 
 
@@ -54,4 +58,4 @@ def get(name: str) -> Format:
     return by_name(name)
 
 
-__all__ = ["Format", "get", "names"]
+__all__ = ["Format", "block_types", "get", "names"]

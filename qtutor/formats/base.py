@@ -244,15 +244,15 @@ class Format:
         if q.fmt != self.name:
             raise ValueError(f"this QuantizedTensor is {q.fmt}, not {self.name}; call q.dequantize() instead")
         if q.group_size is None:
-            return self.values(q.codes).reshape(q.shape)
-        if "g_idx" in q.extra:  # GPTQ act-order: groups made of scattered columns, g_idx[j] = group of column j
-            g_idx = q.extra["g_idx"]
-            zero = None if q.zeros is None else q.zeros[:, g_idx]
-            return self.dequantize(q.codes, q.scales[:, g_idx], zero).astype(np.float32)
-        G = to_groups(q.codes, q.group_size)
-        scale = q.scales.reshape(G.shape[0], 1)
-        zero = None if q.zeros is None else q.zeros.reshape(G.shape[0], 1)
-        return self.dequantize(G, scale, zero).reshape(q.shape).astype(np.float32)
+            values = self.values(q.codes).reshape(q.shape)
+        else:
+            G = to_groups(q.codes, q.group_size)
+            scale = q.scales.reshape(G.shape[0], 1)
+            zero = None if q.zeros is None else q.zeros.reshape(G.shape[0], 1)
+            values = self.dequantize(G, scale, zero).reshape(q.shape).astype(np.float32)
+        if q.column_order is not None:  # stored with the columns reordered: put them back
+            values = values[..., array_namespace(values).argsort(q.column_order)]
+        return values
 
     # ---- storage ------------------------------------------------------------------------------------------
     def storage_bits(self, q: QuantizedTensor) -> int:

@@ -10,22 +10,35 @@ import functools
 from typing import Any, Callable
 
 _MAKERS: dict[str, Callable[[], Any]] = {}
+_BLOCK_TYPES: list[str] = []  # formats whose scales live inside fixed blocks of bytes (ggml's Q4_K ...)
 
 
-def register(name: str, make: Callable[[], Any]) -> None:
-    """Add the format ``name`` (lower case), built by ``make()`` the first time it is asked for."""
+def register(name: str, make: Callable[[], Any], block_type: bool = False) -> None:
+    """Add the format ``name`` (lower case), built by ``make()`` the first time it is asked for. A
+    ``block_type`` (ggml's) is left out of :func:`names`, which lists the formats with an element grid."""
     _MAKERS[name] = make
+    if block_type:
+        _BLOCK_TYPES.append(name)
 
 
 def names() -> list[str]:
-    """The name of every format, in the order the course meets them."""
-    return list(_MAKERS)
+    """The name of every element format (one code per number, on a grid), in the order the course meets them."""
+    return [name for name in _MAKERS if name not in _BLOCK_TYPES]
 
 
-@functools.lru_cache(maxsize=None)
+def block_types() -> list[str]:
+    """The name of every block type (ggml's: ``q4_0`` ... ``q6_k``), each a format of its own."""
+    return list(_BLOCK_TYPES)
+
+
 def by_name(name: str) -> Any:
-    """The format called ``name`` (any case). Format objects are stateless and shared."""
+    """The format called ``name`` (any case). Format objects are stateless and shared: one per format."""
     key = str(name).lower()
     if key not in _MAKERS:
         raise ValueError(f"unknown format {name!r}; the formats are: {', '.join(_MAKERS)}")
+    return _built(key)
+
+
+@functools.lru_cache(maxsize=None)
+def _built(key: str) -> Any:
     return _MAKERS[key]()

@@ -40,8 +40,9 @@ updated weights of its columns. The reference reads the lazily updated W, which 
 when groups are smaller than the block (REFERENCE.md §2.5); ours is the algorithm the paper describes, and it
 makes the blocked result equal to the unblocked column-by-column one, whatever the group size.
 
-Any format can be the grid: INT2..8, NF4, FP4, FP8, MX: GPTQ only needs the format's ``find_params`` (the scale
-of a group) and ``quantize``/``dequantize`` (round a column to the grid).
+Any element format can be the grid: INT2..8, NF4, FP4, FP8: GPTQ only needs the format's ``find_params`` (the
+scale of a group) and ``quantize``/``dequantize`` (round a column to the grid). Not yet MX and NVFP4, whose
+scales are stored as codes of their own (E8M0, E4M3), nor ggml's block types, which have no element grid.
 """
 from __future__ import annotations
 
@@ -478,22 +479,24 @@ class GPTQ:
         if not self.done:
             raise RuntimeError(f"{self.columns - self.position} columns are not quantized yet; call run()")
         xp = self.xp
-        codes = self.codes[:, self.inverse_perm]
-        extra = {"loss": self.loss, "damp": self.damp, "perm": self.perm, "dequantized": self.Q[:, self.inverse_perm]}
+        extra = {"loss": self.loss, "damp": self.damp, "perm": self.perm}
         if self.group_size in (-1, 0):
             scale, zero = self._fixed_params[0], self._fixed_params[1]
             shape = () if self.group_size == 0 else (self.rows,)
-            return QuantizedTensor(codes, scale.reshape(shape), None if zero is None else zero.reshape(shape),
-                                   self.fmt.name, self.group_size, self.sym, (self.rows, self.columns), "gptq", extra)
+            return QuantizedTensor(self.codes[:, self.inverse_perm], scale.reshape(shape),
+                                   None if zero is None else zero.reshape(shape), self.fmt.name, self.group_size,
+                                   self.sym, (self.rows, self.columns), "gptq", extra)
         n_groups = self.columns // self.group_size
         params = self._static_params if self.static_groups else [self._group_scales[g] for g in range(n_groups)]
         scales = xp.concatenate([p[0] for p in params], axis=1)
         zeros = None if params[0][1] is None else xp.concatenate([p[1] for p in params], axis=1)
         if self.act_order and not self.static_groups:
-            # groups are contiguous in the permuted order: column j belongs to group (position of j) // group_size
-            extra["g_idx"] = self.inverse_perm // self.group_size
-        return QuantizedTensor(codes, scales, zeros, self.fmt.name, self.group_size, self.sym,
-                               (self.rows, self.columns), "gptq", extra)
+            # the groups were formed in act-order: they are contiguous in the permuted order, so the codes stay
+            # in it (a checkpoint's g_idx, the group of every original column, is inverse_perm // group_size)
+            return QuantizedTensor(self.codes, scales, zeros, self.fmt.name, self.group_size, self.sym,
+                                   (self.rows, self.columns), "gptq", extra, column_order=self.perm)
+        return QuantizedTensor(self.codes[:, self.inverse_perm], scales, zeros, self.fmt.name, self.group_size,
+                               self.sym, (self.rows, self.columns), "gptq", extra)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from qtutor.methods.gguf import dequantize, kquants, legacy
-from qtutor.methods.gguf.layouts import BLOCK, ROLE, WEIGHTS_PER_BLOCK
+from qtutor.formats.ggml import dequantize, kquants, legacy
+from qtutor.formats.ggml.layouts import BLOCK, ROLE, WEIGHTS_PER_BLOCK
 
 
 def byte_roles(type_name: str) -> list[str]:

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.methods.gguf import dequantize, mixes, quantize
+from qtutor.formats.ggml import dequantize, quantize
+from qtutor.methods.gguf import mixes
 from qtutor.methods.gguf.export import gguf_name
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.methods.gguf import mixes, quantize
+from qtutor.formats.ggml import quantize
+from qtutor.methods.gguf import mixes
 
 HF_TO_GGUF = {
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from qtutor.methods.gguf.layouts import BLOCK, WEIGHTS_PER_BLOCK, bits_per_weight
+from qtutor.formats.ggml.layouts import BLOCK, WEIGHTS_PER_BLOCK, bits_per_weight
 
 # the mixes llama-quantize offers that qtutor reproduces, with their base type and llama.cpp's file type id
 FTYPES = {"Q2_K": ("Q2_K", 10), "Q3_K_S": ("Q3_K", 11), "Q3_K_M": ("Q3_K", 12), "Q3_K_L": ("Q3_K", 13),

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.methods.gguf.layouts import BLOCK
+from qtutor.formats.ggml.layouts import BLOCK
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)  # version 2 and 3 share this layout (3 added big-endian files, which we refuse)
@@ -239,7 +239,7 @@ def read_gguf(path: str | Path) -> GGUFFile:
 
 def dequantize_tensor(tensor: TensorInfo) -> np.ndarray:
     """float32 values of a tensor, in its numpy shape (a new array, not a view of the file)."""
-    from qtutor.methods.gguf import dequantize
+    from qtutor.formats.ggml import dequantize
 
     kind, raw = tensor.type_name, tensor.data
     if kind == "F32":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qtutor.methods.gguf.layouts import BLOCK, QK, fp16, split_halves
+from qtutor.formats.ggml.layouts import BLOCK, QK, fp16, split_halves
 
 
 def _signed_max(blocks: np.ndarray) -> np.ndarray:

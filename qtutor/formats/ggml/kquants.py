@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qtutor.methods.gguf.layouts import BLOCK, QK_K, fp16
+from qtutor.formats.ggml.layouts import BLOCK, QK_K, fp16
 
 F32 = np.float32
 GROUP_MAX_EPS = F32(1e-15)
