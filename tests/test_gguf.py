@@ -8,6 +8,7 @@ import pytest
 
 import qtutor as qt
 from qtutor.eval.footprint import LLAMA_SHAPES, llama_tensor_shapes
+from qtutor.formats import ggml
 from qtutor.formats.ggml.layouts import BLOCK
 from qtutor.methods import gguf
 from qtutor.methods.gguf import mixes
@@ -129,7 +130,7 @@ def test_bad_input_is_a_clear_error():
 
 def test_every_ggml_block_type_is_a_format_whose_tensor_holds_the_bytes_llama_cpp_stores():
     W = np.random.default_rng(11).standard_normal((4, 512)).astype(np.float32)
-    assert qt.formats.block_types() == [t.lower() if t != "MXFP4" else "ggml_mxfp4" for t in gguf.TYPES]
+    assert qt.formats.block_types() == [ggml.format_name(t).lower() for t in gguf.TYPES]
     assert not set(qt.formats.block_types()) & set(qt.formats.names())
     for name in qt.formats.block_types():
         fmt = qt.formats.get(name.upper())

@@ -149,8 +149,9 @@ class GGMLType(Format):
 
     Its granularity is its block (32 or 256 weights along a row) and cannot be changed; its scales live inside
     the blocks. It has no element-wise rounding of its own (a K-quant's sub-block scales come from a small
-    search over the whole block), so methods that round one column at a time against a format's grid (GPTQ,
-    AWQ's search) need an element format such as int4 instead."""
+    search over the whole block), so a method that rounds one column at a time against a format's grid (GPTQ)
+    needs an element format such as int4 instead; methods that encode whole tensors (RTN, AWQ, rotation) take
+    a block type as they take any format."""
 
     family = "ggml"
 
