@@ -37,7 +37,8 @@ def test_alpha_zero_is_exactly_rtn(salient):
     W, X = salient
     fmt = formats.get("int4")
     found = awq.search_scale(X, [W], awq.linear_block, fmt, 128, alphas=(0.0,))
-    rtn_loss = np.mean((awq.linear_block([rtn.quantize(W, fmt, 128).dequantize()], X) - X @ W.T) ** 2)
+    rounded = rtn.quantize(W, fmt.unrounded_scales(), 128)  # the search's grid: float32 scales
+    rtn_loss = np.mean((awq.linear_block([rounded.dequantize()], X) - X @ W.T) ** 2)
     assert found["losses"][0] == pytest.approx(float(rtn_loss), rel=1e-6)
 
 
@@ -64,12 +65,29 @@ def test_clip_search_never_increases_the_group_output_error(salient):
     assert error(clipped) <= error(W) * (1 + 1e-6)
 
 
-def test_query_and_key_projections_are_not_clipped(salient):
+@pytest.mark.parametrize("role", ["q", "k", "qkv"])
+def test_query_and_key_projections_are_not_clipped(salient, role):
     W, X = salient
     fmt = formats.get("int3")
-    q_proj = awq.quantize(W, fmt, 128, calib=X, name="model.layers.0.self_attn.q_proj")
+    q_proj = awq.quantize(W, fmt, 128, calib=X, name="model.layers.0.self_attn.q_proj", role=role)
     no_clip = awq.quantize(W, fmt, 128, calib=X, clip=False)
+    clipped = awq.quantize(W, fmt, 128, calib=X, role="v")
     np.testing.assert_array_equal(q_proj.dequantize(), no_clip.dequantize())
+    assert not np.array_equal(clipped.dequantize(), no_clip.dequantize())  # the clip search did change v
+
+
+def test_the_searches_round_with_exact_scales_and_reach_the_top_code():
+    """A group clipped to [-m, m] at INT3: with the exact scale 2m/7 the zero point is the tie 3.5 -> 4 and m
+    lands on code 7; the stored float16 scale, rounded up, gives zero point 3 and never reaches m."""
+    fmt = formats.get("int3")
+    m = np.float32(0.3)
+    W = np.array([[-m, m, 0.1, -0.2, 0.05, 0.25, -0.15, 0.0]], dtype=np.float32)
+    exact = fmt.unrounded_scales().encode(W, group_size=8)
+    stored = fmt.encode(W, group_size=8)
+    assert (exact.zeros[0, 0], exact.codes.min(), exact.codes.max()) == (4, 0, 7)  # all 8 levels in use
+    assert (stored.zeros[0, 0], stored.codes.min(), stored.codes.max()) == (3, 0, 6)  # code 7 is never reached
+    assert np.float16(stored.scales[0, 0]) == stored.scales[0, 0] > exact.scales[0, 0]  # stored: float16, up
+    np.testing.assert_array_equal(awq.fake_quantize(W, fmt, 8, None), exact.dequantize())  # the searches' grid
 
 
 def test_duo_scaling_is_available_and_valid(salient):

@@ -220,3 +220,18 @@ def test_dead_inputs_are_counted_in_a_warning_and_only_their_weights_are_dropped
     with pytest.warns(UserWarning, match="3 of 64 inputs are 0 in all calibration tokens"):
         W_hat = gptq.quantize(W, formats.get("int4"), 32, calib=X).dequantize()
     assert not W_hat[:, [3, 17, 40]].any() and W_hat[:, [0, 1, 2]].any() and np.isfinite(W_hat).all()
+
+
+def test_gptq_objective_is_the_output_error_summed_over_outputs():
+    """layer_loss with GPTQ's Hessian is the one output-error metric of qtutor.metrics, summed over the outputs."""
+    from qtutor.metrics import layer_output_error, output_error
+
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(24, 48)).astype(np.float32)
+    X = rng.normal(size=(300, 48)).astype(np.float32)
+    W_hat = rtn.quantize(W, formats.get("int3"), 16).dequantize()
+    H = gptq.Hessian(48).add(X[:100]).add(X[100:])
+    assert layer_loss(W, W_hat, H.H) == pytest.approx(24 * layer_output_error(X, W, W_hat), rel=1e-5)
+    assert layer_output_error(X, W, W_hat) == pytest.approx(output_error(X @ W_hat.T, X @ W.T), rel=1e-4)
+    with pytest.raises(ValueError, match="shape"):
+        output_error(X @ W_hat.T, X[:10] @ W.T)

@@ -1,7 +1,8 @@
 """The package is layered one way: a module imports only from its own layer or the layers below it, and no two
 modules import each other, directly or round a longer loop (imports inside functions included).
 
-    formats  (and tensor, backend, kernels)     number formats, arrays in, arrays out
+    formats  (and tensor, backend, kernels,     number formats, arrays in, arrays out; the output-error metric
+              metrics)
     data     beside formats                     the corpus, tokenizer, calibration batches
     methods                                     quantization methods, arrays in, arrays out: no model code
     model                                       torch: load, walk, capture, quantize_model, folds, hooks
@@ -31,7 +32,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qtutor"
 # module-name prefix -> layer; the longest matching prefix wins
 LAYER_OF_PREFIX = {
     "qtutor.formats": "formats", "qtutor.tensor": "formats", "qtutor.backend": "formats",
-    "qtutor.kernels": "formats", "qtutor.ops": "formats",
+    "qtutor.kernels": "formats", "qtutor.ops": "formats", "qtutor.metrics": "formats",
     "qtutor.data": "data",
     "qtutor.methods": "methods", "qtutor.synth": "methods",
     "qtutor.model": "model", "qtutor.zoo": "model",

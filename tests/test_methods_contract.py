@@ -19,7 +19,8 @@ import qtutor as qt  # noqa: E402
 import qtutor.model  # noqa: E402
 from qtutor import methods  # noqa: E402
 from qtutor.eval.sweep import evaluate  # noqa: E402
-from qtutor.model.quantize import quantize_model, relative_output_error  # noqa: E402
+from qtutor.metrics import relative_output_error  # noqa: E402
+from qtutor.model.quantize import quantize_model  # noqa: E402
 
 TOKENS = 256  # one window: these tests check what runs, not how well
 EXAMPLE_FORMAT = {"gguf": "Q4_K_M"}  # the methods whose fmt is not a number format

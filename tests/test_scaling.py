@@ -46,7 +46,7 @@ def test_any_positive_scales_leave_the_float_model_unchanged_and_restore_exactly
     state = {key: value.clone() for key, value in model.state_dict().items()}
     rng = np.random.default_rng(3)
     groups = scaling_groups(model)
-    assert len(groups) == {"tiny": 24, "gpt2": 4, "opt": 6, "llama_gqa": 6}[kind]
+    assert len(groups) == {"tiny": 24, "gpt2": 4, "opt": 8, "llama_gqa": 6}[kind]
     with ScaledModel(model) as scaled:
         for group in groups:
             width = dict(model.named_modules())[group.readers[0]]
@@ -74,3 +74,13 @@ def test_recorded_calls_replay_to_the_same_outputs_and_stop_early(tiny):
     assert len(stopped[names[0]]) == 1 and stopped[names[2]] == []  # block 4 never ran
     with pytest.raises(KeyError, match="no module called"):
         capture_calls(model, tokens, ["model.layers.9.mlp"])
+
+
+def test_opt_scales_fc1_into_fc2_only_through_a_relu(architectures):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    sources = [group.source for group in scaling_groups(architectures["opt"])]
+    assert sum(source.endswith("fc1") for source in sources) == 2  # llm-awq's fc1 -> fc2, one per block
+    gelu = OPTForCausalLM(OPTConfig(vocab_size=256, hidden_size=32, ffn_dim=64, num_hidden_layers=1,
+                                    num_attention_heads=2, word_embed_proj_dim=32, activation_function="gelu"))
+    assert not any(group.source.endswith("fc1") for group in scaling_groups(gelu))  # gelu(x / s) != gelu(x) / s

@@ -4,6 +4,7 @@
     python tools/model_card_smollm2.py                  # about 40 minutes on 2 CPU cores
     python tools/model_card_smollm2.py --tokens 2048    # a quicker, noisier card
     python tools/model_card_smollm2.py --from-json      # rewrite the card from the stored measurements
+    python tools/model_card_smollm2.py --remeasure awq  # measure one calibrated method's rows again, keep the rest
 
 Every perplexity is on the first ``--tokens`` tokens of the test split in SmolLM2's own tokenizer, sliding
 windows of 512 tokens with stride 256, and carries its standard error (llama.cpp's); every change carries the
@@ -34,6 +35,7 @@ CARD = zoo.HERE / "MODEL_CARD_SMOLLM2.md"
 CTX, STRIDE = 512, 256
 VARIANTS = TOUR[1:] + [("INT4 g32 asym (Q4_1's grid)", "rtn", "int4", 32, False)]
 CALIBRATED = [("INT4 g64", "int4", 64), ("INT3 g64", "int3", 64)]  # the rows GPTQ and AWQ are run on
+CALIBRATED_OPTIONS = {"gptq": {"act_order": True}, "awq": {}}  # each calibrated method and its options
 MIXES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 
 
@@ -73,7 +75,7 @@ def measure(tokens: int, gptq_windows: int, awq_windows: int) -> dict:
         rounded = next(row for row in card["rtn"] if (row["method"], row["format"], row["group_size"], row["sym"])
                        == ("rtn", fmt, group, False))  # measured above, on the same tokens
         card["calibrated"].append({**rounded, "label": f"RTN {label}"})
-        for method, options in (("gptq", {"act_order": True}), ("awq", {})):
+        for method, options in CALIBRATED_OPTIONS.items():
             calib = qt.data.calibration(windows[method], 256, tokenizer=tokenizer)
             card["calibrated"].append(point(f"{method.upper()} {label}", method, fmt, group, False, calib=calib,
                                             **options))
@@ -83,6 +85,25 @@ def measure(tokens: int, gptq_windows: int, awq_windows: int) -> dict:
     card["grid_alignment"] = grid_alignment(model)
     card["outliers"] = outlier_table(model, qt.data.calibration(2, 256, tokenizer=tokenizer))
     return card
+
+
+def remeasure(card: dict, method: str, tokens: int) -> dict:
+    """The stored card with ``method``'s calibrated rows measured again (same tokens, windows and baseline)."""
+    model, tokenizer = qt.load_model("smollm2")
+    window = dict(ctx=CTX, stride=STRIDE, max_tokens=tokens)
+    fp = score(model, tokenizer, **window, progress=False)
+    ref = reference(model, tokenizer, ctx=CTX, max_tokens=tokens)
+    calib = qt.data.calibration(card["calib_windows"][method], 256, tokenizer=tokenizer)
+    options = CALIBRATED_OPTIONS[method]
+    rows = []
+    for row in card["calibrated"]:
+        if row["method"] == method:
+            result = evaluate(model, tokenizer, method, row["format"], row["group_size"], row["sym"], **window,
+                              baseline=fp, reference=ref, calib=calib, **options)
+            row = {"label": row["label"], **{k: v for k, v in result.items() if k != "score"}}
+            print(json.dumps(row), flush=True)
+        rows.append(row)
+    return {**card, "calibrated": rows}
 
 
 ALIGNMENT = {"blk.5.ffn_down.weight": ("Q4_K", "Q5_K", "Q6_K"), "blk.5.attn_q.weight": ("Q4_0", "Q5_0", "Q5_1", "Q8_0")}
@@ -238,7 +259,13 @@ def main() -> None:
     parser.add_argument("--gptq-windows", type=int, default=128, help="GPTQ's calibration windows of 256 tokens")
     parser.add_argument("--awq-windows", type=int, default=32, help="AWQ's calibration windows of 256 tokens")
     parser.add_argument("--json", type=Path, default=MEASUREMENTS, help=f"save the measurements here ({MEASUREMENTS.name})")
+    parser.add_argument("--remeasure", choices=tuple(CALIBRATED_OPTIONS), help="measure this method's rows again")
     args = parser.parse_args()
+    if args.remeasure:
+        card = remeasure(json.loads(args.json.read_text()), args.remeasure, args.tokens)
+        args.json.write_text(json.dumps(card, indent=1, default=float) + "\n")
+        write_card(card, card["seconds"])
+        return
     if args.from_json:
         card = json.loads(args.json.read_text())
         if "grid_alignment" not in card:  # measurements stored before it was part of the card

@@ -14,7 +14,7 @@ from qtutor.eval import advisor
 from qtutor.eval.perplexity import score
 from qtutor.eval.sweep import evaluate
 from qtutor.methods import awq, gptq, rtn
-from qtutor.model.quantize import relative_output_error
+from qtutor.metrics import relative_output_error
 from qtutor.viz import figures, widgets
 
 qt.setup_notebook(seed=0)
@@ -182,7 +182,8 @@ W = qt.model.get_weight(qt.model.find_layer(smol, layer))
 int3 = qt.formats.get("int3")
 W_rounded = rtn.quantize(W, int3, 64).dequantize()
 methods = {"GPTQ": lambda X: gptq.quantize(W, int3, 64, calib=X, act_order=True),
-           "AWQ": lambda X: awq.quantize(W, int3, 64, calib=X, name=layer)}
+           "AWQ": lambda X: awq.quantize(W, int3, 64, calib=X, name=layer,
+                                              role=qt.model.role_of(layer))}
 mismatch = {}
 for method, run in methods.items():
     print(f"{method} INT3 g64, error / RTN's     on wiki test   on news")

@@ -5,7 +5,9 @@ with RTN, layer by layer (notebook 06, the step-through widget, the tests).
     running_rtn_loss(W, H, fmt, ...)     RTN's objective as its columns are rounded one by one, beside GPTQ's running loss
     gptq_vs_rtn(W, X, fmt, ...)          both methods' objective on one layer and one grid
 
-(They lived in :mod:`qtutor.methods.gptq`, whose old names still answer.)
+GPTQ's objective is the library's one output-error metric (:mod:`qtutor.metrics`, re-exported here) written with
+the Hessian instead of the inputs: layer_loss(W, W_hat, H) = out_features * layer_output_error(X, W, W_hat) when
+H = 2 X^T X / n_tokens (:class:`qtutor.methods.gptq.Hessian`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from qtutor.formats import Format
 from qtutor.methods import gptq, rtn
+from qtutor.metrics import layer_output_error, output_error, relative_error, relative_output_error  # noqa: F401
 
 
 def layer_loss(W: Any, W_hat: Any, H: Any) -> float:

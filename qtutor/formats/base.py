@@ -192,6 +192,12 @@ class Format:
         """Quantize then dequantize: the float32 value each element becomes (what methods like GPTQ need)."""
         return self.dequantize(self.quantize(G, scale, zero), scale, zero)
 
+    def unrounded_scales(self) -> "Format":
+        """This format with its scales kept exact (float32) where storage would round them: the grid a search
+        compares candidates on. The integer formats round their stored scales to float16 and override this;
+        every other format's scale rule is part of the format (MX: a power of two) and it returns itself."""
+        return self
+
     # ---- whole tensors ------------------------------------------------------------------------------------
     def resolve_sym(self, sym: bool | None) -> bool:
         if sym is None:

@@ -34,7 +34,8 @@ class Method:
     """
 
     name: str
-    # its per-tensor weight quantizer, quantize(W, fmt, group_size, sym, calib, **options) -> QuantizedTensor
+    # its per-tensor weight quantizer, quantize(W, fmt, group_size, sym, calib, name=, role=, **options) ->
+    # QuantizedTensor; the model layer passes each layer's name and role (qtutor.model.role_of: "q", "down", ...)
     quantize: Callable[..., QuantizedTensor] | None = None
     # or, for a method without one of its own, the method whose quantizer rounds its weights (SmoothQuant: "rtn")
     weights: str | None = None

@@ -26,6 +26,8 @@ reads the same x must share one s (q, k and v; gate and up), searched on the out
 Then the clip search: for each (row, group), shrink the clipping range max|w| by a factor in {1.0, 0.95, ...,
 0.55} and keep the one with the smallest error of that group's partial output sum(x w) — clipping a few
 outliers buys a finer step for everyone else (q and k are not clipped: their errors meet in the q k^T product).
+Both searches rank their candidates with exact float32 scales, as the reference does in the model's own
+precision (:func:`fake_quantize`); only the weight finally kept has its scales stored as float16.
 
 qtutor implements current llm-awq (s = mean|x|^alpha); AutoAWQ's ``duo_scaling`` (s = mean|x|^alpha /
 mean|w|^(1-alpha)) is available with ``duo_scaling=True``.
@@ -38,10 +40,14 @@ import numpy as np
 
 from qtutor.formats import Format
 from qtutor.methods import Method
+from qtutor.metrics import output_error
 from qtutor.tensor import QuantizedTensor
 
 ALPHA_GRID = tuple(i / 20 for i in range(20))  # 0, 0.05, ..., 0.95: alpha = 1 is not tried (as the reference)
 CLIP_GRID = tuple(1 - i / 20 for i in range(10))  # 1.0, 0.95, ..., 0.55
+# q and k meet in the product q k^T, where clipping one shifts every attention score (the reference skips them,
+# and a fused q, k, v projection with them)
+UNCLIPPED_ROLES = ("q", "k", "qkv")
 
 
 def activation_mean(X: Any) -> np.ndarray:
@@ -71,7 +77,13 @@ def scales_for(alpha: float, x_mean: np.ndarray, w_mean: np.ndarray | None = Non
 
 
 def fake_quantize(W: np.ndarray, fmt: Format, group_size: int, sym: bool | None) -> np.ndarray:
-    return np.asarray(fmt.encode(W, group_size=group_size, sym=sym).dequantize(), dtype=np.float32)
+    """W rounded to ``fmt``'s grid and back, as the searches see it: with exact float32 scales.
+
+    The stored tensor rounds each integer scale up to float16; ranking candidates with that rounding would
+    cost a grid level (a group clipped to [-m, m] misses its top code), and the choices would drift from the
+    reference's. Only the searches use this; the weight kept is encoded by ``fmt`` itself."""
+    searched = fmt.unrounded_scales()
+    return np.asarray(searched.decode(searched.encode(W, group_size=group_size, sym=sym)), dtype=np.float32)
 
 
 def search_scale(X: Any, weights: Sequence[Any], block: Callable[[list[np.ndarray], np.ndarray], np.ndarray],
@@ -80,7 +92,8 @@ def search_scale(X: Any, weights: Sequence[Any], block: Callable[[list[np.ndarra
     """Grid search of alpha for the linears ``weights`` that read ``X``.
 
     ``block(weights, X) -> Y`` computes the output whose error is minimized (the linears themselves, or the MLP
-    they feed). Returns the best scales, the best alpha and the loss of every alpha (the curve of notebook 07)."""
+    they feed); the loss is its :func:`~qtutor.metrics.output_error`, the mean squared error of that output.
+    Returns the best scales, the best alpha and the loss of every alpha (the curve of notebook 07)."""
     X = np.asarray(X, dtype=np.float32)
     weights = [np.asarray(W, dtype=np.float32) for W in weights]
     x_mean = activation_mean(X)
@@ -90,7 +103,7 @@ def search_scale(X: Any, weights: Sequence[Any], block: Callable[[list[np.ndarra
     for alpha in alphas:
         s = scales_for(alpha, x_mean, w_mean)
         candidate = [fake_quantize(W * s[None, :], fmt, group_size, sym) / s[None, :] for W in weights]
-        losses.append(float(np.mean((block(candidate, X) - reference).astype(np.float64) ** 2)))
+        losses.append(output_error(block(candidate, X), reference))
     best = int(np.argmin(losses))
     return {"s": scales_for(alphas[best], x_mean, w_mean), "alpha": alphas[best], "alphas": list(alphas),
             "losses": losses}
@@ -143,14 +156,16 @@ def linear_block(weights: list[np.ndarray], X: np.ndarray) -> np.ndarray:
 
 
 def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None = None, calib: Any = None, *,
-             name: str = "layer", clip: bool | None = None, duo_scaling: bool = False, prescaled: bool = False,
-             **_ignored) -> QuantizedTensor:
+             name: str = "layer", role: str | None = None, clip: bool | None = None, duo_scaling: bool = False,
+             prescaled: bool = False, **_ignored) -> QuantizedTensor:
     """AWQ on one linear layer: search the scale on the layer's own output, clip, quantize W diag(s).
 
     The returned QuantizedTensor stores the codes of ``W diag(s)``; its ``dequantize()`` gives
     ``Q(W diag(s)) diag(s)^-1`` (the scale folded back), the weight a fake-quant model uses.
     ``prescaled=True`` skips the search (s = 1): :func:`~qtutor.model.awq_scaling.scale_model` has already
-    folded the scales of a whole model's blocks, and only the clip search and the rounding are left."""
+    folded the scales of a whole model's blocks, and only the clip search and the rounding are left.
+    ``role`` is the layer's role in its block (``qtutor.model.role_of``: "q", "k", "up", ...); the query and key
+    projections (roles in ``UNCLIPPED_ROLES``) are not clipped unless ``clip=True``."""
     if calib is None:
         raise ValueError(f"AWQ {name} needs calibration inputs (calib=X of shape (tokens, in_features))")
     if group_size is None:
@@ -167,7 +182,7 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
     s = found["s"]
     scaled = W * s[None, :]
     if clip is None:
-        clip = not any(part in name for part in ("q_proj", "k_proj", "query", "key"))
+        clip = role not in UNCLIPPED_ROLES
     if clip:
         scaled = apply_clip(scaled, search_clip(scaled, np.asarray(calib, np.float32) / s[None, :], fmt, group_size,
                                                 sym), group_size)

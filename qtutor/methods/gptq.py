@@ -506,9 +506,9 @@ class GPTQ:
 
 def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None = None, calib: Any = None, *,
              H: Any = None, blocksize: int = 128, percdamp: float = 0.01, act_order: bool = False,
-             static_groups: bool = False, name: str = "layer") -> QuantizedTensor:
+             static_groups: bool = False, name: str = "layer", role: str | None = None) -> QuantizedTensor:
     """GPTQ-quantize ``W (out_features, in_features)`` with calibration inputs ``calib (tokens, in_features)``
-    or a precomputed Hessian ``H`` (a :class:`Hessian` or an array)."""
+    or a precomputed Hessian ``H`` (a :class:`Hessian` or an array). ``role`` is accepted and ignored."""
     if H is None:
         if calib is None:
             raise ValueError("GPTQ needs calibration inputs (calib=X of shape (tokens, in_features)) or H")

@@ -20,8 +20,8 @@ from qtutor.tensor import QuantizedTensor
 
 
 def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None = None, calib: Any = None,
-             name: str = "layer", **format_options) -> QuantizedTensor:
-    """Round ``W`` to the nearest points of ``fmt``'s grid. ``calib`` and ``name`` are accepted and ignored
+             name: str = "layer", role: str | None = None, **format_options) -> QuantizedTensor:
+    """Round ``W`` to the nearest points of ``fmt``'s grid. ``calib``, ``name`` and ``role`` are accepted and ignored
     (RTN needs no data); ``format_options`` go to the format (e.g. ``double_quant=True`` for NF4)."""
     q = fmt.encode(W, group_size=group_size, sym=sym, **format_options)
     return QuantizedTensor(q.codes, q.scales, q.zeros, q.fmt, q.group_size, q.sym, q.shape, "rtn", q.extra)

@@ -26,6 +26,7 @@ import numpy as np
 
 from qtutor import formats
 from qtutor.methods import declaration
+from qtutor.metrics import relative_output_error  # the report's per-layer metric (its name answers here too)
 
 
 @dataclass
@@ -165,7 +166,8 @@ def quantize_model(model: Any, method: str = "rtn", fmt: Any = "default", group_
                 X = inputs.get(layer.name)
                 t0 = time.time()
                 options = {**method_kw, **layer_options.get(layer.name, {})}
-                q = quantizer(W, fmt_object, group_size=group_size, sym=sym, calib=X, name=layer.name, **options)
+                q = quantizer(W, fmt_object, group_size=group_size, sym=sym, calib=X, name=layer.name,
+                              role=layer.role, **options)
                 W_hat = np.asarray(q.dequantize(), dtype=np.float32)
                 set_weight(layer, W_hat)
                 report.layers.append(LayerResult(
@@ -198,14 +200,3 @@ def default_group_size(fmt: Any, row_lengths: list[int]) -> Any:
     while size > 1 and any(row % size for row in row_lengths):
         size //= 2
     return size if size >= 16 else -1  # tiny groups cost more in scales than they save: one scale per row
-
-
-def relative_output_error(W: Any, W_hat: Any, X: Any, max_tokens: int = 4096) -> float:
-    """||X W^T - X W_hat^T||^2 / ||X W^T||^2 on (up to ``max_tokens``) calibration inputs."""
-    import torch  # the model layer has torch; its MKL products are several times NumPy's on a busy CPU
-
-    X = torch.from_numpy(np.ascontiguousarray(np.asarray(X, dtype=np.float32)[:max_tokens]))
-    W = np.asarray(W, dtype=np.float32)
-    exact = X @ torch.from_numpy(np.ascontiguousarray(W.T))
-    delta = X @ torch.from_numpy(np.ascontiguousarray((np.asarray(W_hat, dtype=np.float32) - W).T))
-    return float((delta.double() ** 2).sum() / max(float((exact.double() ** 2).sum()), 1e-30))

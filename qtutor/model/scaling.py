@@ -11,7 +11,8 @@ the *source*, which absorbs 1/s:
 * a normalization layer (RMSNorm / LayerNorm): its weight (and bias) divided by s;
 * another linear layer whose output is x, up to an operation that commutes with a per-channel scale:
   ``v_proj`` feeds ``o_proj`` through the attention average (softmax(q k^T) v is linear in v, channel by
-  channel), ``up_proj`` feeds ``down_proj`` through the product silu(gate) * up. Its rows (and bias) divided by s.
+  channel), ``up_proj`` feeds ``down_proj`` through the product silu(gate) * up, OPT's ``fc1`` feeds ``fc2``
+  through a ReLU (relu(x / s) = relu(x) / s for s > 0). Its rows (and bias) divided by s.
 
 Every linear that reads the same x must take the same s, so a *scaling group* is (source, readers). SmoothQuant
 (Xiao et al., 2022) smooths the norm groups; AWQ (Lin et al., 2023) scales all four groups of a Llama block and
@@ -46,9 +47,11 @@ SCALING_GROUPS = (
     ("self_attn_layer_norm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn"),  # OPT
     ("self_attn.v_proj", ("self_attn.out_proj",), "self_attn.out_proj"),
     ("final_layer_norm", ("fc1",), "fc1"),
+    ("fc1", ("fc2",), "fc2"),  # OPT's ReLU commutes with a positive per-channel scale: relu(x / s) = relu(x) / s
     ("ln_1", ("attn.c_attn",), "attn.c_attn"),  # GPT-2 (q, k and v fused in one linear)
     ("ln_2", ("mlp.c_fc",), "mlp"),
 )
+THROUGH_RELU = {"fc1"}  # linear sources whose output reaches the readers through the model's activation
 
 
 def scaling_groups(model: Any, linear_sources: bool = True) -> list[ScalingGroup]:
@@ -64,6 +67,8 @@ def scaling_groups(model: Any, linear_sources: bool = True) -> list[ScalingGroup
         for source, readers, inspect in SCALING_GROUPS:
             if not (name == source or name.endswith("." + source)):
                 continue
+            if source in THROUGH_RELU and getattr(model.config, "activation_function", "relu") != "relu":
+                break  # a scale passes through ReLU only: another activation would change the float model
             block = name[: len(name) - len(source)].rstrip(".")
             full = [f"{block}.{reader}" if block else reader for reader in readers]
             is_linear = name in linears

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from qtutor.metrics import layer_output_error, relative_error  # the one metric (relative_error answers here too)
 from qtutor.viz import figures
 
 
@@ -684,11 +685,6 @@ class BlockAnatomy(App):
 # --------------------------------------------------------------------------------------------------------------
 # Notebook 07: AWQ's search for the scaling exponent
 # --------------------------------------------------------------------------------------------------------------
-def output_error(X: np.ndarray, W: np.ndarray, W_hat: np.ndarray) -> float:
-    """mean ((X W_hat^T - X W^T)^2): the layer-output error AWQ minimizes (the loss of ``awq.search_scale``)."""
-    return float(np.mean((X @ W_hat.T - X @ W.T).astype(np.float64) ** 2))
-
-
 class AWQAlphaSearch(App):
     """AWQ's grid search on one layer (W, X): the output error for every alpha, the alpha it keeps, and RTN's
     error (alpha = 0 gives s = 1, so the curve starts exactly at RTN). Bits and group size are controls."""
@@ -709,8 +705,8 @@ class AWQAlphaSearch(App):
 
         fmt = formats.get(f"int{bits}")
         found = awq.search_scale(self.X, [self.W], awq.linear_block, fmt, group_size)
-        rtn = fmt.encode(self.W, group_size=group_size).dequantize()
-        rtn_loss = output_error(self.X, self.W, np.asarray(rtn, dtype=np.float32))
+        rtn = awq.fake_quantize(self.W, fmt, group_size, None)  # on the search's grid: alpha = 0 is exactly RTN
+        rtn_loss = layer_output_error(self.X, self.W, rtn)
         best = float(min(found["losses"]))
         return {"alphas": found["alphas"], "losses": found["losses"], "alpha": found["alpha"], "s": found["s"],
                 "best_loss": best, "rtn_loss": rtn_loss, "gain": rtn_loss / best if best > 0 else float("inf")}
@@ -730,10 +726,6 @@ class AWQAlphaSearch(App):
 # --------------------------------------------------------------------------------------------------------------
 # Notebook 08: SmoothQuant's migration strength
 # --------------------------------------------------------------------------------------------------------------
-def relative_error(Y_hat: np.ndarray, Y: np.ndarray) -> float:
-    return float(np.linalg.norm(Y_hat - Y) / np.linalg.norm(Y))
-
-
 def smoothing_summary(X: np.ndarray, W: np.ndarray, alpha: float) -> dict:
     """SmoothQuant at one alpha on one layer: the per-channel peaks of X/s and W*s, their max/median ratios, and
     the relative output error of W8A8 and W4A4 (weights per output channel, activations per token)."""
