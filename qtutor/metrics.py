@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from qtutor.backend import array_namespace, to_torch
+
 
 def output_error(Y_hat: Any, Y: Any, relative: bool = False) -> float:
     """mean((Y_hat - Y)^2), or with ``relative=True`` ||Y_hat - Y||^2 / ||Y||^2; sums in float64."""
@@ -46,17 +48,16 @@ def layer_output_error(X: Any, W: Any, W_hat: Any, relative: bool = False, max_t
 
     The change is computed as one product X (W_hat - W)^T, not as the difference of two products, so that a
     small error is not lost to the cancellation of two large outputs. The products are torch's (the model's
-    dependency; several times NumPy's on a busy CPU) in float32, summed in float64."""
-    import torch
-
-    X = np.asarray(X, dtype=np.float32)
-    W = np.asarray(W, dtype=np.float32)
-    X = X.reshape(-1, W.shape[1])[:max_tokens]
-    inputs = torch.from_numpy(np.ascontiguousarray(X))
-    delta = (inputs @ torch.from_numpy(np.ascontiguousarray((np.asarray(W_hat, dtype=np.float32) - W).T))).double()
+    dependency; several times NumPy's on a busy CPU) in float32, summed in float64, on the arrays' own device
+    (NumPy or CuPy arrays, all on one)."""
+    xp = array_namespace(X, W, W_hat)
+    W = xp.asarray(W, dtype=np.float32)
+    X = xp.asarray(X, dtype=np.float32).reshape(-1, W.shape[1])[:max_tokens]
+    inputs = to_torch(xp.ascontiguousarray(X))
+    delta = (inputs @ to_torch(xp.ascontiguousarray((xp.asarray(W_hat, dtype=np.float32) - W).T))).double()
     if not relative:
         return float((delta**2).mean())
-    exact = (inputs @ torch.from_numpy(np.ascontiguousarray(W.T))).double()
+    exact = (inputs @ to_torch(xp.ascontiguousarray(W.T))).double()
     return float((delta**2).sum() / max(float((exact**2).sum()), 1e-30))
 
 

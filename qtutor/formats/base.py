@@ -192,6 +192,10 @@ class Format:
         """Quantize then dequantize: the float32 value each element becomes (what methods like GPTQ need)."""
         return self.dequantize(self.quantize(G, scale, zero), scale, zero)
 
+    # encode takes CuPy arrays and runs kernels (or CuPy's own operations) on the device; ggml's block types
+    # encode on the host only
+    encodes_on_device: bool = True
+
     def unrounded_scales(self) -> "Format":
         """This format with its scales kept exact (float32) where storage would round them: the grid a search
         compares candidates on. The integer formats round their stored scales to float16 and override this;

@@ -37,6 +37,9 @@ class Method:
     # its per-tensor weight quantizer, quantize(W, fmt, group_size, sym, calib, name=, role=, **options) ->
     # QuantizedTensor; the model layer passes each layer's name and role (qtutor.model.role_of: "q", "down", ...)
     quantize: Callable[..., QuantizedTensor] | None = None
+    # its quantizer takes the weights where the model keeps them: CuPy arrays when the model is on a CUDA device
+    # (and CuPy is installed), so the formats' and its own kernels run there; otherwise it gets host NumPy copies
+    device_arrays: bool = False
     # or, for a method without one of its own, the method whose quantizer rounds its weights (SmoothQuant: "rtn")
     weights: str | None = None
     # needs calibration token ids (calib=qt.data.calibration(...)); refused without them

@@ -517,5 +517,6 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
 
 
 # GPTQ needs calibration text and its layers' inputs, captured block by block: block i's inputs come from the model
-# with blocks < i already quantized (sequential, as the reference)
-METHOD = Method("gptq", quantize=quantize, calibration=True, layer_inputs=True, sequential=True)
+# with blocks < i already quantized (sequential, as the reference); on a GPU its blocks run kernels/gptq.cu
+METHOD = Method("gptq", quantize=quantize, calibration=True, layer_inputs=True, sequential=True,
+                device_arrays=True)

@@ -27,4 +27,5 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
     return QuantizedTensor(q.codes, q.scales, q.zeros, q.fmt, q.group_size, q.sym, q.shape, "rtn", q.extra)
 
 
-METHOD = Method("rtn", quantize=quantize)  # no data, no model phase: each weight on its own
+# no data, no model phase: each weight on its own, on the model's device when the format encodes there
+METHOD = Method("rtn", quantize=quantize, device_arrays=True)

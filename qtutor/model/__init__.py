@@ -87,21 +87,38 @@ def find_layer(model: Any, name: str) -> LinearLayer:
     return layer
 
 
-def get_weight(layer: LinearLayer) -> np.ndarray:
-    """A float32 copy of W (out_features, in_features)."""
-    weight = layer.module.weight.detach().float().cpu().numpy()
-    return np.array(weight.T if layer.transposed else weight, dtype=np.float32)
+def on_device(layer: LinearLayer) -> bool:
+    """True when the layer's weight lives on a CUDA device and CuPy can work on it there."""
+    from qtutor.backend import has_gpu
+
+    return bool(layer.module.weight.is_cuda) and has_gpu()
+
+
+def get_weight(layer: LinearLayer, device: bool = False) -> Any:
+    """A float32 copy of W (out_features, in_features): a NumPy array, or with ``device=True`` and the layer on a
+    GPU (:func:`on_device`) a CuPy array on that GPU, handed over through DLPack with no trip through the host."""
+    from qtutor.backend import from_torch
+
+    weight = layer.module.weight.detach().float()
+    weight = weight.T if layer.transposed else weight
+    if device and on_device(layer):
+        return from_torch(weight.contiguous().clone())  # the clone is the array's own memory
+    return np.array(weight.cpu().numpy(), dtype=np.float32)
 
 
 def set_weight(layer: LinearLayer, W: Any) -> None:
-    """Write W (out_features, in_features) into the layer, in the layer's dtype and device."""
+    """Write W (out_features, in_features) into the layer, in the layer's dtype and device. W may be a NumPy or
+    a CuPy array (a CuPy array on the layer's GPU is copied there through DLPack, not through the host)."""
     import torch
 
-    W = np.asarray(W, dtype=np.float32)
-    if W.shape != layer.shape:
-        raise ValueError(f"{layer.name}: weight of shape {W.shape} given, the layer needs {layer.shape}")
+    from qtutor.backend import array_namespace, to_torch
+
+    xp = array_namespace(W)
+    W = xp.asarray(W, dtype=np.float32)
+    if tuple(W.shape) != layer.shape:
+        raise ValueError(f"{layer.name}: weight of shape {tuple(W.shape)} given, the layer needs {layer.shape}")
     parameter = layer.module.weight
-    value = torch.from_numpy(np.ascontiguousarray(W.T if layer.transposed else W))
+    value = to_torch(xp.ascontiguousarray(W.T if layer.transposed else W))
     with torch.no_grad():
         parameter.copy_(value.to(dtype=parameter.dtype, device=parameter.device))
 

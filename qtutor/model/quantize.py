@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from qtutor import formats
+from qtutor.backend import array_namespace, to_device
 from qtutor.methods import declaration
 from qtutor.metrics import relative_output_error  # the report's per-layer metric (its name answers here too)
 
@@ -115,6 +116,11 @@ def quantize_model(model: Any, method: str = "rtn", fmt: Any = "default", group_
     calibrated methods (GPTQ, AWQ, SmoothQuant), optional for RTN (then the report also gives each layer's output
     error). ``method_kw`` go to the method's transform (which takes its own, e.g. AWQ's ``search_tokens``) and to
     its per-tensor quantizer.
+
+    With the model on a CUDA device and CuPy installed, a method that takes device arrays (RTN, GPTQ:
+    ``Method.device_arrays``) gets each weight as a CuPy array handed over through DLPack, and its inputs moved
+    to the device, so the formats' and GPTQ's kernels run there and the quantized weight goes back the same
+    way; the other methods, and ggml's block types, work on host copies. On the CPU nothing changes.
     """
     from tqdm.auto import tqdm
 
@@ -123,7 +129,8 @@ def quantize_model(model: Any, method: str = "rtn", fmt: Any = "default", group_
 
     declared = declaration(method)
     method = declared.name
-    quantizer = declared.quantize or (declaration(declared.weights).quantize if declared.weights else None)
+    rounding = declared if declared.quantize or not declared.weights else declaration(declared.weights)
+    quantizer = rounding.quantize
     if quantizer is None:
         raise ValueError(f"{method} has no per-layer quantizer: it replaces the model's weights as a whole; measure "
                          f"it with qtutor.eval.sweep.evaluate(model, tokenizer, {method!r}, fmt)")
@@ -157,22 +164,26 @@ def quantize_model(model: Any, method: str = "rtn", fmt: Any = "default", group_
     else:
         batches = iter([(None, capture_inputs(model, calib, [layer.name for layer in targets]))])
     by_name = {layer.name: layer for layer in targets}
+    # on a GPU the weights (and their inputs) stay there, for a quantizer that takes device arrays
+    keep_on_device = rounding.device_arrays and fmt_object.encodes_on_device
     bar = tqdm(total=len(targets), desc=f"{method} {fmt_object.name}", disable=not progress, leave=False)
     try:
         for _, inputs in batches:
             group = [by_name[name] for name in inputs] if inputs else targets
             for layer in group:
-                W = get_weight(layer)
+                W = get_weight(layer, device=keep_on_device)
+                xp = array_namespace(W)
                 X = inputs.get(layer.name)
+                X = X if X is None or xp is np else to_device(X)
                 t0 = time.time()
                 options = {**method_kw, **layer_options.get(layer.name, {})}
                 q = quantizer(W, fmt_object, group_size=group_size, sym=sym, calib=X, name=layer.name,
                               role=layer.role, **options)
-                W_hat = np.asarray(q.dequantize(), dtype=np.float32)
+                W_hat = xp.asarray(q.dequantize(), dtype=np.float32)
                 set_weight(layer, W_hat)
                 report.layers.append(LayerResult(
                     name=layer.name, role=layer.role, shape=tuple(W.shape), bits_per_weight=q.bits_per_weight,
-                    nbytes=q.nbytes, weight_mse=float(np.mean((W_hat - W) ** 2)),
+                    nbytes=q.nbytes, weight_mse=float(xp.mean((W_hat - W) ** 2)),
                     output_error=None if X is None else relative_output_error(W, W_hat, X),
                     seconds=time.time() - t0))
                 if keep_tensors:

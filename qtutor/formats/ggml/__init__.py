@@ -154,6 +154,7 @@ class GGMLType(Format):
     a block type as they take any format."""
 
     family = "ggml"
+    encodes_on_device = False  # the block searches are NumPy (only decoding has a kernel)
 
     def __init__(self, key: str):
         self.key, self.name = key, format_name(key)
