@@ -19,7 +19,7 @@ from qtutor.eval.sweep import evaluate
 from qtutor.methods import awq
 from qtutor.model.awq_scaling import scale_model
 from qtutor.viz import figures, widgets
-from qtutor.viz.widgets import output_error  # mean (X W_hat^T - X W^T)^2, the error AWQ's search minimizes
+from qtutor.metrics import layer_output_error  # mean (X W_hat^T - X W^T)^2, the error AWQ's search minimizes
 
 qt.setup_notebook(seed=0)
 
@@ -45,7 +45,7 @@ print("planted channels:", planted.tolist(), " largest mean |x|:", sorted(salien
 for name, keep in (("nothing kept", []), ("4 random columns kept", randomly), ("4 salient columns kept", salient)):
     W_mixed = rounded.copy()
     W_mixed[:, keep] = W_syn[:, keep]
-    print(f"INT3 g128, {name:23s} output error {output_error(X_syn, W_syn, W_mixed):.5f}")
+    print(f"INT3 g128, {name:23s} output error {layer_output_error(X_syn, W_syn, W_mixed):.5f}")
 
 # %% [markdown]
 # **Exercise 1.** Before AWQ, the usual guess at which weights matter was their size. Keep the 4 columns with the
@@ -57,7 +57,7 @@ kept_errors = {}
 for name, keep in (("nothing", []), ("random", randomly), ("largest weights", by_weight), ("salient", salient)):
     W_mixed = rounded.copy()
     W_mixed[:, keep] = W_syn[:, keep]
-    kept_errors[name] = output_error(X_syn, W_syn, W_mixed)
+    kept_errors[name] = layer_output_error(X_syn, W_syn, W_mixed)
 print("columns of the largest weights:", sorted(by_weight.tolist()))
 qt.notebook.claim("keeping the largest weights' columns takes less than 5 % off the error, like random columns; "
                   "keeping the salient ones takes off more than half",
@@ -124,7 +124,7 @@ for outlier_scale in (3, 30):
     X_scaled, _ = qt.synth.activations_with_outlier_channels(tokens=512, channels=256, outlier_channels=4,
                                                              outlier_scale=outlier_scale, seed=0)
     found = awq.search_scale(X_scaled, [W_syn], awq.linear_block, int3, 128)  # what the widget computes
-    gains_by_scale[outlier_scale] = output_error(X_scaled, W_syn, rounded) / min(found["losses"])
+    gains_by_scale[outlier_scale] = layer_output_error(X_scaled, W_syn, rounded) / min(found["losses"])
     print(f"outliers {outlier_scale:2d}x: alpha* = {found['alpha']:.2f}, "
           f"{gains_by_scale[outlier_scale]:.2f}x smaller than RTN")
 qt.notebook.claim("at 3x the search gains less than a tenth; at 30x it cuts RTN's error threefold or more, "
@@ -200,7 +200,7 @@ print(f"groups clipped: {np.mean(ratio < 1):.0%}, median kept range {np.median(r
 clip_errors = {}
 for name, W_candidate in (("scaled", W_scaled), ("scaled and clipped", W_clipped)):
     W_hat = int3.encode(W_candidate, group_size=128).dequantize() / s[None, :]
-    clip_errors[name] = output_error(X_real, W_real, W_hat)
+    clip_errors[name] = layer_output_error(X_real, W_real, W_hat)
     print(f"INT3 g128 {name:19s} output error {clip_errors[name]:.3g}")
 
 # %% tags=["nbval-check-output"]
@@ -214,8 +214,8 @@ claim("most groups are clipped, and clipping takes a tenth or more off the scale
 
 # %% tags=["solution"]
 clip_only = awq.apply_clip(W_real, awq.search_clip(W_real, X_real, int3, 128), 128)
-clip_only_error = output_error(X_real, W_real, int3.encode(clip_only, group_size=128).dequantize())
-rtn_error = output_error(X_real, W_real, int3.encode(W_real, group_size=128).dequantize())
+clip_only_error = layer_output_error(X_real, W_real, int3.encode(clip_only, group_size=128).dequantize())
+rtn_error = layer_output_error(X_real, W_real, int3.encode(W_real, group_size=128).dequantize())
 print(f"INT3 g128 on {layer}: RTN {rtn_error:.3g}, clipped only {clip_only_error:.3g}, scaled and clipped "
       f"{clip_errors['scaled and clipped']:.3g}")
 

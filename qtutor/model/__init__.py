@@ -349,5 +349,5 @@ def _first(output: Any) -> Any:
 
 
 __all__ = ["LinearLayer", "WeightBackup", "block_name", "blockwise_calls", "blockwise_inputs", "call_again", "capture_calls",
-           "capture_inputs", "find_layer", "get_weight", "linear_layers", "load_model", "role_of", "set_weight",
-           "swapped_weights"]
+           "capture_inputs", "find_layer", "get_weight", "linear_layers", "load_model", "on_device", "role_of",
+           "set_weight", "swapped_weights"]
