@@ -99,7 +99,9 @@ def _write_small_file(path, alignment: int | None = None):
         originals[name] = W
         data = gguf_quantize(W, T[type_name]) if type_name in ("BF16", "Q4_0", "Q8_0") else qgguf.quantize(W, type_name)
         writer.add_tensor(name, data, raw_dtype=T[type_name])
-    writer.add_tensor("iq4_nl", np.zeros((2, 18), dtype=np.uint8), raw_dtype=T.IQ4_NL)  # a type we cannot expand
+    iq4_nl = qgguf.quantize(np.random.default_rng(5).standard_normal((2, 64)).astype(np.float32), "IQ4_NL")
+    writer.add_tensor("iq4_nl", iq4_nl, raw_dtype=T.IQ4_NL)
+    writer.add_tensor("iq2_xxs", np.zeros((2, 66), dtype=np.uint8), raw_dtype=T.IQ2_XXS)  # a type we cannot expand
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -122,14 +124,14 @@ def test_a_file_written_by_gguf_writer_reads_back(tmp_path, alignment):
         mine = ours.tensors[tensor.name]
         assert mine.offset == tensor.data_offset and mine.offset % ours.alignment == 0
         assert np.array_equal(mine.data.reshape(-1), np.asarray(tensor.data).view(np.uint8).reshape(-1))
-        if tensor.name != "iq4_nl":
+        if tensor.name != "iq2_xxs":
             assert np.array_equal(dequantize_tensor(mine), gguf_dequantize(tensor.data, tensor.tensor_type))
     assert ours.tensors["vector"].ne == (7,) and ours.tensors["q4_k"].ne == (256, 4)
     assert np.array_equal(ours.dequantize("f32"), originals["f32"])  # F32 and F16 round-trip exactly
     assert np.array_equal(ours.dequantize("f16"), originals["f16"].astype(np.float16).astype(np.float32))
     assert np.array_equal(ours.dequantize("q4_k"), qgguf.dequantize(qgguf.quantize(originals["q4_k"], "Q4_K"), "Q4_K"))
-    with pytest.raises(ValueError, match=r"tensor 'iq4_nl' is stored as IQ4_NL, which qtutor cannot dequantize"):
-        ours.dequantize("iq4_nl")
+    with pytest.raises(ValueError, match=r"tensor 'iq2_xxs' is stored as IQ2_XXS, which qtutor cannot dequantize"):
+        ours.dequantize("iq2_xxs")
     with pytest.raises(KeyError, match="has no tensor 'nope'"):
         ours.dequantize("nope")
 

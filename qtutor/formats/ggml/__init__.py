@@ -1,4 +1,5 @@
-"""ggml's block types (llama.cpp's Q4_0 ... Q8_0, MXFP4 and the K-quants Q2_K ... Q6_K) as number formats.
+"""ggml's block types (llama.cpp's Q4_0 ... Q8_0, MXFP4, the K-quants Q2_K ... Q6_K, the non-linear IQ4_NL and
+IQ4_XS, the ternary TQ1_0 and TQ2_0) as number formats.
 
     fmt = qt.formats.get("Q4_K")             # a Format like int4 or nf4, with its own fixed block
     q = fmt.encode(W)                        # codes = the bytes llama.cpp stores, (rows, bytes per row)
@@ -6,7 +7,8 @@
     data = ggml.quantize(W, "Q4_K")          # the same bytes as a plain uint8 array; ggml.dequantize(data, "Q4_K")
 
 A ggml type differs from the element formats in one way: its scales are not a separate array but bytes inside
-each block, next to the packed codes (``layouts`` declares every block, ``legacy`` and ``kquants`` fill them).
+each block, next to the packed codes (``layouts`` declares every block; ``legacy``, ``kquants`` and ``iquants``
+fill them).
 So a QuantizedTensor of a ggml type keeps the raw block bytes in ``codes`` and nothing in ``scales``; its size
 is the size of those bytes. Which tensor of a model gets which type (Q4_K_M and the other mixes) is a
 *method*: :mod:`qtutor.methods.gguf`.
@@ -21,12 +23,16 @@ from typing import Any
 import numpy as np
 
 from qtutor.formats.base import Format, as_float32, check_finite
-from qtutor.formats.ggml import kquants, legacy
+from qtutor.formats.ggml import iquants, kquants, legacy
 from qtutor.formats.ggml.layouts import BLOCK, WEIGHTS_PER_BLOCK, bits_per_weight
 from qtutor.tensor import QuantizedTensor
 
-TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
-SYMMETRIC = ("Q4_0", "Q5_0", "Q8_0", "MXFP4", "Q3_K", "Q6_K")  # the others store a minimum (an offset) per block
+TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+         "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
+KERNEL_TYPES = TYPES[:11]  # the types kernels/gguf.cu dequantizes on a GPU (the others decode on the host)
+# the types that store no minimum (no offset) per block
+SYMMETRIC = ("Q4_0", "Q5_0", "Q8_0", "MXFP4", "Q3_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
+CODE_BITS = {"MXFP4": 4, "IQ4_NL": 4, "IQ4_XS": 4, "TQ1_0": 2, "TQ2_0": 2}  # else the digit after the Q
 
 
 def type_names() -> list[str]:
@@ -65,20 +71,22 @@ def _as_rows(W: Any, key: str) -> np.ndarray:
 def quantize(W: Any, type_name: str, imatrix: Any = None) -> np.ndarray:
     """ggml bytes of ``W`` (rows x cols, float32): uint8 array (rows, cols / block * bytes per block).
 
-    ``imatrix``: per-column importance (mean squared activation of each input), K-quants only."""
+    ``imatrix``: per-column importance (mean squared activation of each input), for the K-quants, IQ4_NL, IQ4_XS."""
     key = check_type(type_name)
     W = _as_rows(W, key)
     rows, cols = W.shape
     blocks = W.reshape(-1, WEIGHTS_PER_BLOCK[key])
+    takes_imatrix = key in kquants.QUANTIZE or key in iquants.TAKES_IMATRIX
+    if imatrix is not None:
+        if not takes_imatrix:
+            raise ValueError(f"{key}: ggml does not use an importance matrix for this type; it applies to "
+                             f"{', '.join((*kquants.QUANTIZE, *iquants.TAKES_IMATRIX))}")
+        imatrix = check_imatrix(imatrix, cols)
     if key in legacy.QUANTIZE:
-        if imatrix is not None:
-            raise ValueError(f"{key}: the importance matrix applies to the K-quants only (Q2_K ... Q6_K)")
         structured = legacy.QUANTIZE[key](blocks)
+    elif key in iquants.QUANTIZE:
+        structured = iquants.QUANTIZE[key](blocks, imatrix=imatrix)
     else:
-        if imatrix is not None:
-            imatrix = np.asarray(imatrix, dtype=np.float32).ravel()
-            if imatrix.size != cols:
-                raise ValueError(f"imatrix has {imatrix.size} entries; it needs one per input column ({cols})")
         structured = kquants.QUANTIZE[key](blocks, imatrix=imatrix)
     return structured.view(np.uint8).reshape(rows, -1)
 
@@ -96,7 +104,10 @@ def dequantize(data: Any, type_name: str, shape: tuple[int, int] | None = None) 
         raise ValueError(f"{key}: {data.size} bytes is not a whole number of {size}-byte blocks "
                          f"(truncated or not {key} data)")
     structured = data.reshape(-1).view(BLOCK[key])
-    values = legacy.dequantize(structured, key) if key in legacy.QUANTIZE else kquants.DEQUANTIZE[key](structured)
+    if key in legacy.QUANTIZE:
+        values = legacy.dequantize(structured, key)
+    else:
+        values = (iquants.DEQUANTIZE if key in iquants.DEQUANTIZE else kquants.DEQUANTIZE)[key](structured)
     rows = shape[0] if shape is not None else (data.shape[0] if data.ndim == 2 else 1)
     out = values.astype(np.float32).reshape(rows, -1)
     if shape is not None and out.shape != tuple(shape):
@@ -110,6 +121,8 @@ def _gpu_dequantize(data: Any, key: str, shape: tuple[int, int] | None) -> Any:
 
     from qtutor.kernels import THREADS, blocks_for, function
 
+    if key not in KERNEL_TYPES:  # no kernel for it yet: decoded on the host, the result moved to the device
+        return cupy.asarray(dequantize(data.get(), key, shape))
     data = cupy.ascontiguousarray(data, dtype=cupy.uint8)
     weights, size = WEIGHTS_PER_BLOCK[key], BLOCK[key].itemsize
     if data.size % size:
@@ -130,6 +143,18 @@ def quantize_tensor(W: Any, type_name: str, imatrix: Any = None) -> QuantizedTen
     shape = (data.shape[0], data.shape[1] // BLOCK[key].itemsize * WEIGHTS_PER_BLOCK[key])
     return QuantizedTensor(data, None, None, format_name(key), WEIGHTS_PER_BLOCK[key], key in SYMMETRIC, shape,
                            "gguf", {"imatrix": imatrix is not None})
+
+
+def check_imatrix(imatrix: Any, columns: int) -> np.ndarray:
+    """The importance matrix as float32, one finite non-negative entry per input column, or a clear error."""
+    imatrix = np.asarray(imatrix, dtype=np.float32).ravel()
+    if imatrix.size != columns:
+        raise ValueError(f"imatrix has {imatrix.size} entries; it needs one per input column ({columns}): compute it "
+                         "from this layer's own inputs (importance_matrix(X))")
+    if not np.isfinite(imatrix).all() or (imatrix < 0).any():
+        raise ValueError("imatrix entries must be finite and >= 0 (means of squared activations); recompute it "
+                         "with importance_matrix(X) from finite calibration inputs")
+    return imatrix
 
 
 def importance_matrix(X: Any) -> np.ndarray:
@@ -159,7 +184,7 @@ class GGMLType(Format):
     def __init__(self, key: str):
         self.key, self.name = key, format_name(key)
         self.block, self.block_bytes, self.bpw = block_info(key)
-        self.bits = 4 if key == "MXFP4" else int(key[1])  # width of one code: the digit in the type's name
+        self.bits = CODE_BITS.get(key) or int(key[1])  # width of one code
         self.default_group_size = self.block
         self.symmetric_only = key in SYMMETRIC
         self.description = f"ggml block type: {self.block} weights in {self.block_bytes} bytes"

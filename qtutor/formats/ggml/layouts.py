@@ -21,6 +21,13 @@ themselves scaled by the fp16 super-block scales d and dmin):
     Q4_K  d:f16 dmin:f16 | scales[12] (8 x 6-bit scale + 8 x 6-bit min) | qs[128]    8 x 32, 4.5
     Q5_K  d:f16 dmin:f16 | scales[12] | qh[32] | qs[128]                              8 x 32, 5.5
     Q6_K  ql[128] | qh[64] | scales:int8[16] | d:f16                                16 x 16, 6.5625
+
+Non-linear and ternary types (:mod:`iquants`: codes index a table of 16 levels, or are trits -1, 0, +1):
+
+    IQ4_NL  d:f16 | qs[16]                                  w = d * kvalues[q]           32 weights, 4.5
+    IQ4_XS  d:f16 | scales_h:u16 | scales_l[4] | qs[128]    w = d * (l - 32) * kvalues[q]  8 x 32, 4.25
+    TQ1_0   qs[48] (5 trits a byte) | qh[4] (4 trits) | d:f16     w = d * (t - 1)       256, 1.6875
+    TQ2_0   qs[64] (4 trits a byte) | d:f16                       w = d * (t - 1)       256, 2.0625
 """
 from __future__ import annotations
 
@@ -41,13 +48,19 @@ BLOCK = {
     "Q4_K": np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qs", "u1", 128)]),
     "Q5_K": np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qh", "u1", 32), ("qs", "u1", 128)]),
     "Q6_K": np.dtype([("ql", "u1", 128), ("qh", "u1", 64), ("scales", "i1", 16), ("d", "<f2")]),
+    "IQ4_NL": np.dtype([("d", "<f2"), ("qs", "u1", 16)]),
+    "IQ4_XS": np.dtype([("d", "<f2"), ("scales_h", "<u2"), ("scales_l", "u1", 4), ("qs", "u1", 128)]),
+    "TQ1_0": np.dtype([("qs", "u1", 48), ("qh", "u1", 4), ("d", "<f2")]),
+    "TQ2_0": np.dtype([("qs", "u1", 64), ("d", "<f2")]),
 }
 
-WEIGHTS_PER_BLOCK = {name: (QK_K if name.endswith("_K") else QK) for name in BLOCK}
+WEIGHTS_PER_BLOCK = {name: (QK if name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4", "IQ4_NL") else QK_K)
+                     for name in BLOCK}
 
 # which bytes of a block play which role (for the block-anatomy figure): field -> role
 ROLE = {"d": "scale", "dmin": "min", "m": "min", "e": "scale", "scales": "sub-block scales", "qs": "quants",
-        "ql": "quants", "qh": "high bits", "hmask": "high bits"}
+        "ql": "quants", "qh": "high bits", "hmask": "high bits", "scales_h": "sub-block scales",
+        "scales_l": "sub-block scales"}
 
 
 def bits_per_weight(name: str) -> float:
