@@ -113,6 +113,8 @@ def test_q4_k_m_gives_more_bits_where_llama_cpp_does():
     assert types["blk.0.attn_norm.weight"] == "F32"
     small = mixes.assign_types("Q4_K_M", {"blk.0.attn_q.weight": (64, 96), "output.weight": (100, 96)})
     assert small == {"blk.0.attn_q.weight": "Q5_0", "output.weight": "Q8_0"}  # llama.cpp's fallbacks
+    low = mixes.assign_types("Q2_K", {"blk.0.attn_q.weight": (64, 96), "blk.0.ffn_down.weight": (64, 40)})
+    assert low == {"blk.0.attn_q.weight": "IQ4_NL", "blk.0.ffn_down.weight": "F16"}  # 40 is not a multiple of 32
 
 
 def test_bad_input_is_a_clear_error():

@@ -88,21 +88,24 @@ def measure(tokens: int, gptq_windows: int, awq_windows: int) -> dict:
 
 
 def remeasure(card: dict, method: str, tokens: int) -> dict:
-    """The stored card with ``method``'s calibrated rows measured again (same tokens, windows and baseline)."""
+    """The stored card with ``method``'s rows measured again (same tokens, windows and baseline): a calibrated
+    method's rows, or with ``"gguf"`` every mix."""
     model, tokenizer = qt.load_model("smollm2")
     window = dict(ctx=CTX, stride=STRIDE, max_tokens=tokens)
     fp = score(model, tokenizer, **window, progress=False)
     ref = reference(model, tokenizer, ctx=CTX, max_tokens=tokens)
+
+    def again(row: dict, *args, **kw) -> dict:
+        result = evaluate(model, tokenizer, *args, **window, baseline=fp, reference=ref, **kw)
+        row = {"label": row["label"], **{k: v for k, v in result.items() if k != "score"}}
+        print(json.dumps(row), flush=True)
+        return row
+
+    if method == "gguf":
+        return {**card, "gguf": [again(row, "gguf", row["label"]) for row in card["gguf"]]}
     calib = qt.data.calibration(card["calib_windows"][method], 256, tokenizer=tokenizer)
-    options = CALIBRATED_OPTIONS[method]
-    rows = []
-    for row in card["calibrated"]:
-        if row["method"] == method:
-            result = evaluate(model, tokenizer, method, row["format"], row["group_size"], row["sym"], **window,
-                              baseline=fp, reference=ref, calib=calib, **options)
-            row = {"label": row["label"], **{k: v for k, v in result.items() if k != "score"}}
-            print(json.dumps(row), flush=True)
-        rows.append(row)
+    rows = [again(row, method, row["format"], row["group_size"], row["sym"], calib=calib,
+                  **CALIBRATED_OPTIONS[method]) if row["method"] == method else row for row in card["calibrated"]]
     return {**card, "calibrated": rows}
 
 
@@ -259,7 +262,7 @@ def main() -> None:
     parser.add_argument("--gptq-windows", type=int, default=128, help="GPTQ's calibration windows of 256 tokens")
     parser.add_argument("--awq-windows", type=int, default=32, help="AWQ's calibration windows of 256 tokens")
     parser.add_argument("--json", type=Path, default=MEASUREMENTS, help=f"save the measurements here ({MEASUREMENTS.name})")
-    parser.add_argument("--remeasure", choices=tuple(CALIBRATED_OPTIONS), help="measure this method's rows again")
+    parser.add_argument("--remeasure", choices=(*CALIBRATED_OPTIONS, "gguf"), help="measure this method's rows again")
     args = parser.parse_args()
     if args.remeasure:
         card = remeasure(json.loads(args.json.read_text()), args.remeasure, args.tokens)

@@ -1,7 +1,7 @@
 """GGUF / llama.cpp quantization as a method: the K-quant mixes, .gguf files, and reading them.
 
-ggml's block types themselves (Q4_0 ... Q8_0, MXFP4, Q2_K ... Q6_K) are number formats,
-:mod:`qtutor.formats.ggml` (``qt.formats.get("Q4_K")``); their functions are re-exported here:
+ggml's block types themselves (Q4_0 ... Q8_0, MXFP4, Q2_K ... Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0) are number
+formats, :mod:`qtutor.formats.ggml` (``qt.formats.get("Q4_K")``); their functions are re-exported here:
 
     data = gguf.quantize(W, "Q4_K")          # uint8 (rows, bytes per row): exactly the bytes llama.cpp stores
     W_hat = gguf.dequantize(data, "Q4_K")    # float32 (rows, cols)

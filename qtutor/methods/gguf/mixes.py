@@ -38,10 +38,9 @@ FLOAT_TYPES = ("F32", "F16", "BF16")
 
 # a K-type tensor whose rows are not a multiple of 256 (all of SmolLM2's but ffn_down: its rows are 576 long)
 # gets a 32-block type instead (llama_tensor_get_type, "convert_incompatible_tensor"), and F16 if even that does
-# not divide. Today's llama.cpp sends Q2_K and Q3_K to IQ4_NL, an i-quant qtutor does not have yet (the i-quants
-# issue); Q4_0, what earlier llama.cpp versions used, stands in until then, so a Q2_K/Q3_K mix of such a model is
-# not yet byte for byte the file llama.cpp writes.
-FALLBACK = {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+# not divide. Q2_K and Q3_K go to IQ4_NL (the non-linear 4-bit type: 4.5 bits, as Q4_0, with less error on
+# bell-shaped weights; earlier llama.cpp versions used Q4_0), as today's llama.cpp does.
+FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 # llama.cpp's published bits per weight of the mixes (examples/quantize/README.md, 2024), Llama 2 7B / 13B / 70B.
 # Q2_K's figure predates the current rules (it then kept more tensors in Q4_K); the others still hold.
