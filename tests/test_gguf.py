@@ -49,14 +49,16 @@ def test_legacy_quantize_is_byte_identical_to_gguf_py(name, family):
 def golden_cases():
     path = FULL if FULL.is_file() else SUBSET
     data = np.load(path)
-    return [(name, key[2:], path) for key in data.files if key.startswith("x/") for name in KQUANTS]
+    return [(case, key[2:], path) for key in data.files if key.startswith("x/")
+            for case in (*KQUANTS, *(f"{name}+imatrix" for name in KQUANTS)) if f"{case}/{key[2:]}" in data.files]
 
 
-@pytest.mark.parametrize("name,family,path", golden_cases())
-def test_kquants_are_byte_identical_to_ggml(name, family, path):
+@pytest.mark.parametrize("case,family,path", golden_cases())
+def test_kquants_are_byte_identical_to_ggml_with_and_without_the_importance_matrix(case, family, path):
     data = np.load(path)
-    x, expected = data[f"x/{family}"], data[f"{name}/{family}"]
-    np.testing.assert_array_equal(gguf.quantize(x, name), expected)
+    name, imatrix = case.split("+")[0], data["imatrix"] if case.endswith("+imatrix") else None
+    x, expected = data[f"x/{family}"], data[f"{case}/{family}"]
+    np.testing.assert_array_equal(gguf.quantize(x, name, imatrix), expected)
 
 
 @pytest.mark.parametrize("name", KQUANTS + LEGACY)

@@ -285,7 +285,7 @@ def test_awq_alpha_search_starts_at_rtn_and_beats_it_on_salient_channels():
 
     W, X, _ = salient_layer()
     app = widgets.AWQAlphaSearch(W, X, bits=4, group_size=128)
-    rtn = formats.get("int4").unrounded_scales().encode(W, group_size=128).dequantize()  # the search's grid
+    rtn = formats.get("int4").encode(W, group_size=128).dequantize()
     rtn_error = np.mean((X.astype(np.float64) @ (rtn - W).T.astype(np.float64)) ** 2)
     assert app.state["alphas"][0] == 0.0
     assert app.state["losses"][0] == pytest.approx(rtn_error, rel=1e-4)  # alpha = 0: s = 1, plain rounding

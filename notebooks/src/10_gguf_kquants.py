@@ -136,16 +136,15 @@ for mix in ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", 
 #
 # A K type cuts each row into super-blocks of 256 weights, and in SmolLM2 most rows are **576** long (q, k, v,
 # o, gate and up all read the 576-wide hidden state): 576 = 2.25 × 256. llama.cpp then stores the tensor in a
-# legacy 32-weight type of at least the same bits instead (`mixes.FALLBACK`):
+# 32-weight type of at least the same bits instead (`mixes.FALLBACK`):
 #
 # | the rule asks for | Q2_K, Q3_K | Q4_K | Q5_K | Q6_K |
 # |---|---|---|---|---|
-# | 576-wide rows get | Q4_0 | Q5_0 | Q5_1 | Q8_0 |
+# | 576-wide rows get | IQ4_NL | Q5_0 | Q5_1 | Q8_0 |
 #
-# Only `ffn_down` reads the 1536-wide MLP activations (1536 = 6 × 256) and keeps its K type. (Today's llama.cpp
-# sends Q2_K and Q3_K to IQ4_NL, an i-quant qtutor does not have yet; Q4_0, what earlier versions used, stands in,
-# so qtutor's Q2_K and Q3_K_M files of SmolLM2 are not byte for byte llama.cpp's. Q4_K_M's and Q5_K_M's are.)
-# Q4_K_M, tensor kind by tensor kind:
+# Only `ffn_down` reads the 1536-wide MLP activations (1536 = 6 × 256) and keeps its K type. IQ4_NL is Q4_0's
+# size (a fp16 scale and 32 four-bit codes) with 16 *non-uniform* levels, denser near zero, in place of Q4_0's
+# evenly spaced ones; earlier llama.cpp versions used Q4_0 there. Q4_K_M, tensor kind by tensor kind:
 
 # %%
 smol, smol_tokenizer = qt.load_model("smollm2")
@@ -198,7 +197,7 @@ for mix in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K", "Q4_1", "Q4_0"
 
 # %% [markdown]
 # Bits per weight over the linear layers (as stored and as designed) and over the whole model. On SmolLM2 the
-# names mislead: "Q2_K" is a Q4_0 model with Q3_K in `ffn_down`, "Q3_K_M" is Q4_0 with upgrades, and Q4_K_M is
+# names mislead: "Q2_K" is an IQ4_NL model with Q3_K in `ffn_down`, "Q3_K_M" is IQ4_NL with upgrades, and Q4_K_M is
 # mostly Q5_0, more bits than the same mix gives a 7B model (the table above).
 #
 # ## SmolLM2's own file is a GGUF of type Q4_1
@@ -439,10 +438,10 @@ print(f"Q5_K_M against Q4_K_M, token by token: {qt.notebook.percent(q5_vs_q4['de
 # 1. Reload SmolLM2 (`del file_model`, then `smol, smol_tokenizer = qt.load_model("smollm2")`: a mix re-rounds
 #    whatever weights it is given, and `file_model` holds the Q4_K_M ones), measure Q2_K, Q3_K_M and Q6_K with
 #    `evaluate(smol, smol_tokenizer, "gguf", mix, **window, baseline=float_score, keep_score=True)` and add them
-#    to the figure. Predict first, from the mix table, where each lands: Q2_K against Q4_0, Q3_K_M against
-#    Q4_0 and Q4_K_M, Q6_K against Q8_0. (On the tiny model, an earlier version of this lesson found Q3_K_M ahead
-#    of Q4_K_M; there every mix stayed inside the noise of the float model, so the order meant nothing. Compare
-#    Q3_K_M with Q4_K_M token by token, `score.compare(file_score)`, to see whether SmolLM2 separates them.)
+#    to the figure. Predict first, from the mix table, where each lands: Q2_K against Q4_0 (IQ4_NL is Q4_0's
+#    size), Q3_K_M against Q4_0 and Q4_K_M, Q6_K against Q8_0. (On the tiny model, an earlier version of this
+#    lesson found Q3_K_M ahead of Q4_K_M; there every mix stayed inside the noise of the float model, so the
+#    order meant nothing. Compare Q3_K_M with Q4_K_M token by token, `score.compare(file_score)`, to see whether SmolLM2 separates them.)
 # 2. Does Q5_1 alone account for Q5_K_M's loss? Round only the 576-wide tensors of SmolLM2 to Q5_0, then to Q5_1
 #    (`gguf.quantize`, `gguf.dequantize`, `qt.model.set_weight`), measure both, and compare with the table.
 # 3. Which hidden sizes near 576 let every tensor keep its K type? Build `llama_tensor_shapes` for one
@@ -452,8 +451,8 @@ print(f"Q5_K_M against Q4_K_M, token by token: {qt.notebook.percent(q5_vs_q4['de
 #    `np.array_equal` on each tensor's `data`). Which metadata differ?
 
 # %% tags=["solution"]
-# 1. the prediction, from the mix table: Q2_K is Q4_0 with Q3_K in ffn_down, so a little worse than Q4_0; Q3_K_M
-#    is Q4_0 with upgrades, between Q4_0 and Q4_K_M; Q6_K is Q8_0 outside ffn_down, so close to Q8_0
+# 1. the prediction, from the mix table: Q2_K is IQ4_NL (Q4_0's size, better levels) with Q3_K in ffn_down, so
+#    near Q4_0; Q3_K_M is IQ4_NL with upgrades, between Q4_0 and Q4_K_M; Q6_K is Q8_0 outside ffn_down
 del file_model  # it holds the Q4_K_M weights; a mix re-rounds whatever it is given
 smol, smol_tokenizer = qt.load_model("smollm2")
 more = {}

@@ -196,12 +196,6 @@ class Format:
     # encode on the host only
     encodes_on_device: bool = True
 
-    def unrounded_scales(self) -> "Format":
-        """This format with its scales kept exact (float32) where storage would round them: the grid a search
-        compares candidates on. The integer formats round their stored scales to float16 and override this;
-        every other format's scale rule is part of the format (MX: a power of two) and it returns itself."""
-        return self
-
     # ---- whole tensors ------------------------------------------------------------------------------------
     def resolve_sym(self, sym: bool | None) -> bool:
         if sym is None:

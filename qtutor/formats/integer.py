@@ -57,11 +57,10 @@ class IntegerFormat(Format):
     has_nan = False
     has_inf = False
 
-    def __init__(self, bits: int, float16_scales: bool = True):
+    def __init__(self, bits: int):
         if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
             raise ValueError(f"integer formats have 2..8 bits, got bits={bits!r}")
         self.bits = int(bits)
-        self.float16_scales = bool(float16_scales)
         self.name = f"int{self.bits}"
         self.qmax_sym = 2 ** (self.bits - 1) - 1  # largest symmetric code: 7 for INT4, 127 for INT8
         self.maxq = 2**self.bits - 1  # largest asymmetric code: 15 for INT4
@@ -84,28 +83,18 @@ class IntegerFormat(Format):
     def values(self, codes: Any) -> Any:
         return codes.astype(np.float32)
 
-    def unrounded_scales(self) -> "IntegerFormat":
-        """The same grid with float32 scales, not rounded up to float16: what a search should compare.
-
-        Rounding a scale up moves every code a little towards zero: a group clipped to [-m, m] at INT3 then gets
-        the zero point round(3.5 - epsilon) = 3 instead of the exact tie's 4, and its top code is never reached.
-        AWQ's clip and scale searches (llm-awq: in the model's own precision) rank candidates with these scales;
-        the tensor that is finally stored is encoded by the format itself."""
-        return IntegerFormat(self.bits, float16_scales=False) if self.float16_scales else self
-
     def find_params(self, G: Any, sym: bool) -> tuple[Any, Any]:
-        if is_cupy(G) and self.float16_scales:
+        if is_cupy(G):
             return _gpu_find_params(self, G, sym)
-        store = store_scale_float16 if self.float16_scales else (lambda scale: scale)
         if sym:
             absmax = np.abs(G).max(axis=1, keepdims=True)
             scale = absmax / np.float32(self.qmax_sym)
             scale = np.where(scale == 0, np.float32(1.0), scale)
-            return store(scale.astype(np.float32)), None
+            return store_scale_float16(scale.astype(np.float32)), None
         low = np.minimum(G.min(axis=1, keepdims=True), 0)  # widen the range to contain 0
         high = np.maximum(G.max(axis=1, keepdims=True), 0)
         scale = ((high - low) / np.float32(self.maxq)).astype(np.float32)
-        scale = store(np.where(scale == 0, np.float32(1.0), scale))
+        scale = store_scale_float16(np.where(scale == 0, np.float32(1.0), scale))
         zero = np.clip(round_half_even(-low / scale), 0, self.maxq)
         return scale, zero.astype(np.float32)
 

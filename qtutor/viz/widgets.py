@@ -705,7 +705,7 @@ class AWQAlphaSearch(App):
 
         fmt = formats.get(f"int{bits}")
         found = awq.search_scale(self.X, [self.W], awq.linear_block, fmt, group_size)
-        rtn = awq.fake_quantize(self.W, fmt, group_size, None)  # on the search's grid: alpha = 0 is exactly RTN
+        rtn = awq.fake_quantize(self.W, fmt, group_size, None)  # the search's rounding: alpha = 0 is exactly RTN
         rtn_loss = layer_output_error(self.X, self.W, rtn)
         best = float(min(found["losses"]))
         return {"alphas": found["alphas"], "losses": found["losses"], "alpha": found["alpha"], "s": found["s"],

@@ -14,11 +14,13 @@ against golden bytes from ggml's own C code). The functions work on many blocks 
     weight = d * scale_j * q - dmin * min_j        (Q2_K, Q4_K, Q5_K: affine sub-blocks)
     weight = d * scale_j * (q - offset)             (Q3_K, Q6_K: symmetric sub-blocks)
 
-With an importance matrix (``imatrix``: the mean squared activation of each input column), the weights of the
-least-squares fits become imatrix * sqrt(sigma^2 + x^2) instead of the defaults, as llama.cpp's ``--imatrix``
-does, so that columns that see large activations are reproduced more faithfully. llama.cpp also switches to
-wider searches in that case (``make_qkx3_quants``, ``make_qp_quants``); qtutor keeps the reference searches
-and changes only their weights, so imatrix output is *not* byte-identical to llama.cpp's.
+With an importance matrix (``imatrix``: the mean squared activation of each input column), ggml switches to
+its ``quantize_row_qX_K_impl`` path, and so does qtutor, byte for byte: the weights of the least-squares fits
+become imatrix * sqrt(sigma^2 + x^2) (Q6_K: the imatrix entry alone), so that columns that see large
+activations are reproduced more faithfully; the affine searches get finer (``make_qkx3_quants``: 37 grids of
+step 0.05), and the sub-block scales and minimums are themselves fitted by weighted least squares
+(``best_positive_fit``, ggml's ``make_qp_quants``; Q3_K: ``best_symmetric_fit``) instead of being divided by
+their maximum.
 """
 from __future__ import annotations
 
@@ -137,6 +139,53 @@ def best_symmetric_fit(x, nmax, weights=None):
     return np.where(zero, F32(0), scale).astype(F32), np.ascontiguousarray(np.where(zero, 0, L + nmax).T)
 
 
+def best_positive_fit(x, nmax, weights):
+    """ggml's make_qp_quants: one scale s for non-negative values x ~= s * l, l in 0..nmax, weighted by ``weights``
+    (rows of x are independent sets: the 8 sub-block scales of a K-quant super-block, say).
+
+    Try nmax / max and 8 nearby grids, keep the one with the smallest weighted error, then improve the codes one at
+    a time, each moved to where the least-squares scale of the others wants it, while that raises
+    (sum w x l)^2 / sum w l^2 (at most 5 passes). Returns (s, l)."""
+    x, w = np.ascontiguousarray(x.T, F32), np.ascontiguousarray(weights.T, F32)  # (n, n_sets)
+    peak = np.maximum(x.max(axis=0), F32(0)).astype(F32)
+    empty = peak < GROUP_MAX_EPS
+    peak = np.where(empty, F32(1), peak).astype(F32)
+
+    def error(scale, l):
+        diff = (x - scale * l.astype(F32)).astype(F32)
+        return seq_sum(((w * diff).astype(F32) * diff).astype(F32), 0)
+
+    iscale = (F32(nmax) / peak).astype(F32)
+    best = error((F32(1) / iscale).astype(F32), nearest_int((iscale * x).astype(F32)))
+    for step in (-4, -3, -2, -1, 1, 2, 3, 4):
+        trial = ((F32(0.1) * F32(step) + F32(nmax)) / peak).astype(F32)
+        current = error((F32(1) / trial).astype(F32), np.minimum(nmax, nearest_int((trial * x).astype(F32))))
+        better = current < best
+        best, iscale = np.where(better, current, best), np.where(better, trial, iscale).astype(F32)
+    L = np.minimum(nmax, nearest_int((iscale * x).astype(F32)))
+    wx = (w * x).astype(F32)
+    sumlx = seq_sum((wx * L.astype(F32)).astype(F32), 0)
+    suml2 = seq_sum(((w * L.astype(F32)).astype(F32) * L.astype(F32)).astype(F32), 0)
+    for _ in range(5):  # a pass that changes nothing leaves the next one nothing to change
+        for i in range(len(x)):
+            li = L[i].astype(F32)
+            slx = (sumlx - (wx[i] * li).astype(F32)).astype(F32)
+            sl2 = (suml2 - ((w[i] * li).astype(F32) * li).astype(F32)).astype(F32)
+            movable = (slx > 0) & (sl2 > 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                new_l = np.minimum(nmax, nearest_int(np.where(movable, (x[i] * sl2).astype(F32) / slx, F32(0))))
+            new_f = new_l.astype(F32)
+            slx = (slx + (wx[i] * new_f).astype(F32)).astype(F32)
+            sl2 = (sl2 + ((w[i] * new_f).astype(F32) * new_f).astype(F32)).astype(F32)
+            gains = ((slx * slx).astype(F32) * suml2).astype(F32) > ((sumlx * sumlx).astype(F32) * sl2).astype(F32)
+            take = movable & (new_l != L[i]) & gains
+            L[i] = np.where(take, new_l, L[i])
+            sumlx, suml2 = np.where(take, slx, sumlx).astype(F32), np.where(take, sl2, suml2).astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
+    return np.where(empty, F32(0), scale).astype(F32), np.ascontiguousarray(np.where(empty, 0, L).T)
+
+
 def best_q3_fit(x, nmax=4, weights=None):
     """ggml's make_q3_quants with rmse: a symmetric fit, then up to 5 passes of coordinate descent that move
     one code at a time when that raises sumlx^2 / suml2 (i.e. lowers the least-squares error)."""
@@ -192,38 +241,54 @@ def unpack_scales_mins_6bit(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ls, lm
 
 
-def _importance(sub: np.ndarray, imatrix: np.ndarray | None, default: np.ndarray | None) -> np.ndarray | None:
+def _importance(sub: np.ndarray, imatrix: np.ndarray | None, default: np.ndarray | None,
+                sigma_factor: int = 2) -> np.ndarray | None:
     """Weights of the least-squares fits. Without an importance matrix: ``default``. With one (per input column,
-    llama.cpp's ``--imatrix``): imatrix_j * sqrt(sigma^2 + x_j^2), sigma^2 = 2 * mean x^2 over the super-block."""
+    llama.cpp's ``--imatrix``): imatrix_j * sqrt(sigma^2 + x_j^2), sigma^2 = 2 * mean x^2 over the super-block
+    (Q2_K: the mean itself, ``sigma_factor=1``)."""
     if imatrix is None:
         return default
     per_block = QK_K // sub.shape[1]
     superblocks = sub.reshape(-1, QK_K)
-    sigma2 = (F32(2) * seq_sum((superblocks * superblocks).astype(F32)) / F32(QK_K)).astype(F32)
+    sigma2 = (F32(sigma_factor) * seq_sum((superblocks * superblocks).astype(F32)) / F32(QK_K)).astype(F32)
     sigma2 = np.repeat(sigma2, per_block)[:, None]
-    rows = len(superblocks) // (imatrix.size // QK_K)
-    columns = np.tile(imatrix.astype(F32).reshape(-1, sub.shape[1]), (rows, 1))
-    return (columns * np.sqrt((sigma2 + (sub * sub).astype(F32)).astype(F32))).astype(F32)
+    return (imatrix_columns(sub, imatrix) * np.sqrt((sigma2 + (sub * sub).astype(F32)).astype(F32))).astype(F32)
+
+
+def imatrix_columns(sub: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
+    """The importance of every weight of ``sub`` (the blocks of whole rows, in order): its column's entry."""
+    rows = len(sub) * sub.shape[1] // imatrix.size
+    return np.tile(imatrix.astype(F32).reshape(-1, sub.shape[1]), (rows, 1))
 
 
 # ---- Q4_K and Q5_K ---------------------------------------------------------------------------------------------
 def quantize_affine_k(x: np.ndarray, name: str, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Q4_K (nmax 15) or Q5_K (nmax 31): 8 affine sub-blocks of 32 with 6-bit scales and mins."""
-    nmax, rmin, nstep = (15, -1.0, 20) if name == "Q4_K" else (31, -0.5, 15)
+    nmax = 15 if name == "Q4_K" else 31
     n = len(x)
     sub = x.reshape(n * 8, 32)
     av_x = np.sqrt((seq_sum((sub * sub).astype(F32)) / F32(32)).astype(F32)).astype(F32)
     default = (av_x[:, None] + np.abs(sub)).astype(F32)
     w = _importance(sub, imatrix, default)
-    scales, mins, L = best_affine_fit(sub, w, nmax, rmin, 0.1, nstep, use_mad=False)
+    if imatrix is None:  # quantize_row_qX_K_ref: a short search, scales and mins quantized against their maxima
+        rmin, rdelta, nstep = (-1.0, 0.1, 20) if name == "Q4_K" else (-0.5, 0.1, 15)
+    else:  # quantize_row_qX_K_impl: a finer search, scales and mins fitted by weighted least squares
+        rmin, rdelta, nstep = -0.9, 0.05, 36
+    scales, mins, L = best_affine_fit(sub, w, nmax, rmin, rdelta, nstep, use_mad=False)
     scales, mins, L = scales.reshape(n, 8), mins.reshape(n, 8), L.reshape(n, 256)
-    max_scale, max_min = _running_max(scales), _running_max(mins)
-    with np.errstate(divide="ignore"):
-        inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
-        inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0)).astype(F32)
-    ls = np.minimum(63, nearest_int(inv_scale[:, None] * scales)).astype(np.uint8)
-    lm = np.minimum(63, nearest_int(inv_min[:, None] * mins)).astype(np.uint8)
-    d, dmin = fp16(max_scale / F32(63)), fp16(max_min / F32(63))
+    if imatrix is None:
+        max_scale, max_min = _running_max(scales), _running_max(mins)
+        with np.errstate(divide="ignore"):
+            inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
+            inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0)).astype(F32)
+        ls = np.minimum(63, nearest_int(inv_scale[:, None] * scales)).astype(np.uint8)
+        lm = np.minimum(63, nearest_int(inv_min[:, None] * mins)).astype(np.uint8)
+        d, dmin = fp16(max_scale / F32(63)), fp16(max_min / F32(63))
+    else:  # each sub-block's scale and min weighted by the sum of its importance weights
+        sub_weights = seq_sum(np.ascontiguousarray(w.T), 0).reshape(n, 8)
+        d, ls = best_positive_fit(scales, 63, sub_weights)
+        dmin, lm = best_positive_fit(mins, 63, sub_weights)
+        d, dmin, ls, lm = fp16(d), fp16(dmin), ls.astype(np.uint8), lm.astype(np.uint8)
     dj = (d.astype(F32)[:, None] * ls.astype(F32)).astype(F32)
     dm = (dmin.astype(F32)[:, None] * lm.astype(F32)).astype(F32)
     x3, dj3, dm3 = x.reshape(n, 8, 32), dj[:, :, None], dm[:, :, None]
@@ -266,18 +331,27 @@ def dequantize_affine_k(block: np.ndarray, name: str) -> np.ndarray:
 def quantize_q2_k(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     n = len(x)
     sub = x.reshape(n * 16, 16)
-    w = _importance(sub, imatrix, np.abs(sub).astype(F32))
-    scales, mins, L = best_affine_fit(sub, w, 3, -0.5, 0.1, 15, use_mad=True)
+    w = _importance(sub, imatrix, np.abs(sub).astype(F32), sigma_factor=1)
+    if imatrix is None:  # quantize_row_q2_K_ref: absolute errors, scales and mins against their maxima
+        scales, mins, L = best_affine_fit(sub, w, 3, -0.5, 0.1, 15, use_mad=True)
+    else:  # quantize_row_q2_K_impl: squared errors, a finer search, least-squares scales and mins
+        scales, mins, L = best_affine_fit(sub, w, 3, -0.9, 0.05, 36, use_mad=False)
     scales, mins, L = scales.reshape(n, 16), mins.reshape(n, 16), L.reshape(n, 256)
-    max_scale, max_min = _running_max(scales), _running_max(mins)
-    with np.errstate(divide="ignore"):
-        iscale = np.where(max_scale > 0, F32(15) / max_scale, F32(0)).astype(F32)
-        imin = np.where(max_min > 0, F32(15) / max_min, F32(0)).astype(F32)
-    ls = np.where(max_scale[:, None] > 0, nearest_int(iscale[:, None] * scales), 0)
-    lm = np.where(max_min[:, None] > 0, nearest_int(imin[:, None] * mins), 0)
+    if imatrix is None:
+        max_scale, max_min = _running_max(scales), _running_max(mins)
+        with np.errstate(divide="ignore"):
+            iscale = np.where(max_scale > 0, F32(15) / max_scale, F32(0)).astype(F32)
+            imin = np.where(max_min > 0, F32(15) / max_min, F32(0)).astype(F32)
+        ls = np.where(max_scale[:, None] > 0, nearest_int(iscale[:, None] * scales), 0)
+        lm = np.where(max_min[:, None] > 0, nearest_int(imin[:, None] * mins), 0)
+        d = np.where(max_scale > 0, fp16(max_scale / F32(15)), np.float16(0))
+        dmin = np.where(max_min > 0, fp16(max_min / F32(15)), np.float16(0))
+    else:
+        sub_weights = seq_sum(np.ascontiguousarray(w.T), 0).reshape(n, 16)
+        d, ls = best_positive_fit(scales, 15, sub_weights)
+        dmin, lm = best_positive_fit(mins, 15, sub_weights)
+        d, dmin = fp16(d), fp16(dmin)
     packed_scales = (ls | (lm << 4)).astype(np.uint8)  # ggml keeps only what fits the byte
-    d = np.where(max_scale > 0, fp16(max_scale / F32(15)), np.float16(0))
-    dmin = np.where(max_min > 0, fp16(max_min / F32(15)), np.float16(0))
     dj = (d.astype(F32)[:, None] * (packed_scales & 0x0F).astype(F32)).astype(F32)[:, :, None]
     dm = (dmin.astype(F32)[:, None] * (packed_scales >> 4).astype(F32)).astype(F32)[:, :, None]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -311,27 +385,35 @@ def dequantize_q2_k(block: np.ndarray) -> np.ndarray:
 
 
 # ---- Q3_K ------------------------------------------------------------------------------------------------------
-def _symmetric_subblocks(x: np.ndarray, fit, imatrix: np.ndarray | None):
-    """Q3_K / Q6_K's first pass: ``fit`` every 16-weight sub-block; then the sub-block scale of largest
-    magnitude, with its sign, which sets the super-block scale d. Returns (scales, L, amax, max_scale)."""
+def _symmetric_subblocks(x: np.ndarray, fit, weights):
+    """Q3_K / Q6_K's first pass: ``fit`` every 16-weight sub-block, weighted by ``weights(sub)`` (None: the
+    fit's default); then the sub-block scale of largest magnitude, with its sign, which sets the super-block
+    scale d. Returns (scales, L, amax, max_scale, the sub-blocks' weights)."""
     n = len(x)
     sub = x.reshape(n * 16, 16)
-    scales, L = fit(sub, _importance(sub, imatrix, None))
+    w = weights(sub)
+    scales, L = fit(sub, w)
     scales, L = scales.reshape(n, 16), L.reshape(n, 256)
     amax, max_scale = signed_absmax(scales)
-    return scales, L, amax, max_scale
+    return scales, L, amax, max_scale, w
 
 
 def quantize_q3_k(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     n = len(x)
-    scales, L, amax, max_scale = _symmetric_subblocks(x, lambda sub, w: best_q3_fit(sub, 4, w), imatrix)
-    has_scale = max_scale != 0
-    with np.errstate(divide="ignore"):
-        iscale = np.where(has_scale, F32(-32) / np.where(has_scale, max_scale, F32(1)), F32(0)).astype(F32)
-    l = np.where(has_scale[:, None], np.clip(nearest_int(iscale[:, None] * scales), -32, 31) + 32, 0)
-    with np.errstate(divide="ignore"):
-        d = np.where(has_scale, fp16(F32(1) / iscale), np.float16(0))
-    sc = np.where(has_scale[:, None], l - 32, 0)
+    if imatrix is None:  # quantize_row_q3_K_ref: make_q3_quants, scales against the largest
+        scales, L, amax, max_scale, _ = _symmetric_subblocks(x, lambda sub, w: best_q3_fit(sub, 4), lambda sub: None)
+        has_scale = max_scale != 0
+        with np.errstate(divide="ignore"):
+            iscale = np.where(has_scale, F32(-32) / np.where(has_scale, max_scale, F32(1)), F32(0)).astype(F32)
+        l = np.where(has_scale[:, None], np.clip(nearest_int(iscale[:, None] * scales), -32, 31) + 32, 0)
+        with np.errstate(divide="ignore"):
+            d = np.where(has_scale, fp16(F32(1) / iscale), np.float16(0))
+    else:  # quantize_row_q3_K_impl: weighted symmetric fits, the scales themselves fitted by their weights
+        scales, L, _, _, w = _symmetric_subblocks(x, lambda sub, w: best_symmetric_fit(sub, 4, w),
+                                                  lambda sub: _importance(sub, imatrix, None))
+        d, l = best_symmetric_fit(scales, 32, seq_sum(np.ascontiguousarray(w.T), 0).reshape(n, 16))
+        d = fp16(d)
+    sc = l.astype(np.int32) - 32
     dj = (d.astype(F32)[:, None] * sc.astype(F32)).astype(F32)[:, :, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         requantized = np.clip(nearest_int((x.reshape(n, 16, 16) / dj).astype(F32)), -4, 3) + 4
@@ -376,7 +458,9 @@ def dequantize_q3_k(block: np.ndarray) -> np.ndarray:
 # ---- Q6_K ------------------------------------------------------------------------------------------------------
 def quantize_q6_k(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     n = len(x)
-    scales, L, amax, max_scale = _symmetric_subblocks(x, lambda sub, w: best_symmetric_fit(sub, 32, w), imatrix)
+    # with an importance matrix, quantize_row_q6_K_impl weights each weight by its column's entry alone
+    weights = (lambda sub: None) if imatrix is None else (lambda sub: imatrix_columns(sub, imatrix))
+    scales, L, amax, max_scale, _ = _symmetric_subblocks(x, lambda sub, w: best_symmetric_fit(sub, 32, w), weights)
     empty = amax < GROUP_MAX_EPS
     safe = np.where(empty, F32(1), max_scale).astype(F32)
     iscale = (F32(-128) / safe).astype(F32)
