@@ -89,7 +89,8 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
                      "bits_per_weight": 32.0, "bytes": weights * 4}
         else:
             if declared.replace is not None:  # every weight at once, e.g. a GGUF mix (the tied embedding too)
-                report = stack.enter_context(phases.REPLACEMENTS[declared.replace](model, fmt, progress=progress))
+                report = stack.enter_context(phases.REPLACEMENTS[declared.replace](model, fmt, progress=progress,
+                                                                                   **method_kw))
             else:
                 if declared.hook is not None:  # installed first, so that it multiplies with the float weights
                     after_run = stack.enter_context(phases.HOOKS[declared.hook](model, options))

@@ -95,12 +95,12 @@ ACTIVATIONS: dict[str, Callable[..., Any]] = {"plain": plain_inputs, "rotated": 
 
 
 # ---- replacements: every weight at once -----------------------------------------------------------------------------
-def gguf_mix(model: Any, fmt: str, *, progress: bool = False) -> Any:
+def gguf_mix(model: Any, fmt: str, *, progress: bool = False, imatrix: Any = None) -> Any:
     """A llama.cpp mix such as Q4_K_M: each tensor llama.cpp would quantize (the tied embedding included) becomes
-    what its blocks decode to; the report restores the weights."""
+    what its blocks decode to, weighted by ``imatrix`` where given; the report restores the weights."""
     from qtutor.methods.gguf.apply import apply_mix
 
-    return apply_mix(model, fmt, progress=progress)
+    return apply_mix(model, fmt, progress=progress, imatrix=imatrix)
 
 
 REPLACEMENTS: dict[str, Callable[..., Any]] = {"gguf_mix": gguf_mix}

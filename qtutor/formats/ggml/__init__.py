@@ -76,9 +76,8 @@ def quantize(W: Any, type_name: str, imatrix: Any = None) -> np.ndarray:
     W = _as_rows(W, key)
     rows, cols = W.shape
     blocks = W.reshape(-1, WEIGHTS_PER_BLOCK[key])
-    takes_imatrix = key in kquants.QUANTIZE or key in iquants.TAKES_IMATRIX
     if imatrix is not None:
-        if not takes_imatrix:
+        if not takes_imatrix(key):
             raise ValueError(f"{key}: ggml does not use an importance matrix for this type; it applies to "
                              f"{', '.join((*kquants.QUANTIZE, *iquants.TAKES_IMATRIX))}")
         imatrix = check_imatrix(imatrix, cols)
@@ -143,6 +142,12 @@ def quantize_tensor(W: Any, type_name: str, imatrix: Any = None) -> QuantizedTen
     shape = (data.shape[0], data.shape[1] // BLOCK[key].itemsize * WEIGHTS_PER_BLOCK[key])
     return QuantizedTensor(data, None, None, format_name(key), WEIGHTS_PER_BLOCK[key], key in SYMMETRIC, shape,
                            "gguf", {"imatrix": imatrix is not None})
+
+
+def takes_imatrix(type_name: str) -> bool:
+    """Whether qtutor's quantizer of this type uses an importance matrix (as ggml's does, byte for byte)."""
+    key = check_type(type_name)
+    return key in kquants.QUANTIZE or key in iquants.TAKES_IMATRIX
 
 
 def check_imatrix(imatrix: Any, columns: int) -> np.ndarray:
@@ -228,4 +233,4 @@ def make(name: str) -> GGMLType:
 
 
 __all__ = ["GGMLType", "TYPES", "block_info", "check_type", "dequantize", "importance_matrix", "quantize",
-           "quantize_tensor", "type_names"]
+           "quantize_tensor", "takes_imatrix", "type_names"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.formats.ggml import dequantize, quantize
+from qtutor.formats.ggml import dequantize, quantize, takes_imatrix
 from qtutor.methods.gguf import mixes
 from qtutor.methods.gguf.export import gguf_name
 
@@ -46,8 +46,12 @@ class MixReport:
         self.restore()
 
 
-def apply_mix(model: Any, mix: str = "Q4_K_M", progress: bool = False) -> MixReport:
-    """Replace the model's 2-D weights by their GGUF round trip under ``mix``; ``restore()`` undoes it."""
+def apply_mix(model: Any, mix: str = "Q4_K_M", progress: bool = False, imatrix: Any = None) -> MixReport:
+    """Replace the model's 2-D weights by their GGUF round trip under ``mix``; ``restore()`` undoes it.
+
+    ``imatrix`` (:class:`~qtutor.methods.gguf.imatrix.ImportanceMatrix`) weights the block fits of every tensor
+    it covers whose type takes one (the K-quants, IQ4_NL, IQ4_XS: byte-identical with llama.cpp's); the legacy
+    and ternary types round as without it (llama.cpp also weights Q4_0 ... Q8_0 by it, which qtutor does not)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -55,6 +59,8 @@ def apply_mix(model: Any, mix: str = "Q4_K_M", progress: bool = False) -> MixRep
     parameters = {gguf_name(name): p for name, p in model.named_parameters()
                   if gguf_name(name) is not None and p.ndim == 2}
     types = mixes.assign_types(mix, {name: tuple(p.shape) for name, p in parameters.items()})
+    if imatrix is not None:
+        imatrix.check_shapes({name: tuple(p.shape) for name, p in parameters.items()})
     report = MixReport(mix, types)
     try:
         with torch.no_grad():
@@ -66,7 +72,9 @@ def apply_mix(model: Any, mix: str = "Q4_K_M", progress: bool = False) -> MixRep
                     W_hat = W if cast == "fp32" else _cast(W, cast)
                     report.nbytes += W.size * (4 if cast == "fp32" else 2)
                 else:
-                    data = quantize(W, types[name])
+                    weights = imatrix[name] if imatrix is not None and name in imatrix and takes_imatrix(types[name]) \
+                        else None
+                    data = quantize(W, types[name], weights)
                     W_hat = dequantize(data, types[name], W.shape)
                     report.nbytes += data.size
                 report.weights += W.size
