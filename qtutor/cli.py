@@ -338,13 +338,34 @@ def export_gguf_command(args: argparse.Namespace) -> dict:
     """Write the model as a .gguf file quantized with a llama.cpp mix."""
     from qtutor.methods.gguf.export import export_gguf
 
+    from qtutor.methods.gguf.imatrix import load as load_imatrix
+
     mix = _mix(args.type, "--type")
     out = _writable_file(args.out)  # before the export, which takes a while, not after it
+    importance = None if args.imatrix is None else load_imatrix(args.imatrix)  # a bad file fails before the model loads
     model, tokenizer = _load(args)
-    summary = export_gguf(model, tokenizer, out, mix=mix, progress=not args.json)
+    summary = export_gguf(model, tokenizer, out, mix=mix, progress=not args.json, imatrix=importance)
     if not args.json:
         print(f"wrote {summary['path']}: {summary['file_bytes']:,} bytes, {summary['bits_per_weight']:.3f} bits per "
               f"weight, tensors by type: {summary['counts']}")
+    return summary
+
+
+@command("imatrix")
+def imatrix_command(args: argparse.Namespace) -> dict:
+    """Compute the model's importance matrix on calibration text and write it as llama.cpp's imatrix GGUF."""
+    from qtutor import data
+    from qtutor.model.imatrix import collect
+
+    out = _writable_file(args.out)
+    model, tokenizer = _load(args)
+    calib = data.calibration(n_samples=args.calib_samples, seq_len=256, source=args.calib_source, tokenizer=tokenizer)
+    matrix = collect(model, calib, tokenizer=tokenizer, progress=not args.json, dataset=f"qtutor {args.calib_source}")
+    matrix.save(out)
+    summary = {"path": str(out), "tensors": len(matrix.sums), "tokens": int(calib.size), "source": args.calib_source}
+    if not args.json:
+        print(f"wrote {out}: the importance of {summary['tensors']} weight tensors from {summary['tokens']:,} "
+              f"{args.calib_source} tokens (use it with: qtutor export-gguf --imatrix {out} ...)")
     return summary
 
 
@@ -415,7 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", default="tiny")
     export.add_argument("--type", default="Q4_K_M", help="a llama.cpp mix (Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K, Q8_0 ...) or a float file "
                         "(F32, F16, BF16: the input llama.cpp's own quantizer takes)")
+    export.add_argument("--imatrix", default=None, help="an importance matrix file (llama.cpp's imatrix GGUF, as "
+                        "`qtutor imatrix` writes it) that weights the K-quant and IQ4 blocks")
     export.add_argument("out", help="the .gguf file to write")
+    imatrix = add("imatrix", "compute the model's importance matrix (llama.cpp's imatrix GGUF)")
+    imatrix.add_argument("--model", default="tiny")
+    imatrix.add_argument("--calib-samples", type=int, default=32, help="calibration sequences of 256 tokens")
+    imatrix.add_argument("--calib-source", default="wiki", choices=["wiki", "news"])
+    imatrix.add_argument("out", help="the imatrix .gguf file to write")
     lab = add("lab", "open JupyterLab at the course")
     lab.add_argument("--no-browser", action="store_true", help="start the server without opening a browser")
     lab.add_argument("--port", type=int, default=None)

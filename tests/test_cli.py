@@ -248,3 +248,15 @@ def test_sweep_with_runtime_quantization_keeps_the_float_model_as_its_baseline(c
     assert code == 0 and "kv_format" not in fp and int8["kv_format"] == "int2"
     code, plain = run(capsys, "ppl", "--method", "none", "--max-tokens", "512", "--json")
     assert fp["ppl"] == plain["ppl"] and int8["ppl"] > fp["ppl"]  # a 2-bit cache costs something
+
+
+def test_imatrix_writes_a_file_that_export_gguf_uses_and_a_model_file_is_refused(capsys, tmp_path):
+    code, summary = run(capsys, "imatrix", "--calib-samples", "2", str(tmp_path / "tiny.imatrix.gguf"), "--json")
+    assert code == 0 and summary["tensors"] == 42 and summary["tokens"] == 512
+    weighted = tmp_path / "weighted.gguf"
+    code, exported = run(capsys, "export-gguf", "--type", "Q3_K_M", "--imatrix", summary["path"], str(weighted), "--json")
+    code_plain, plain = run(capsys, "export-gguf", "--type", "Q3_K_M", str(tmp_path / "plain.gguf"), "--json")
+    assert code == code_plain == 0 and exported["counts"] == plain["counts"]
+    assert weighted.read_bytes() != (tmp_path / "plain.gguf").read_bytes()  # same types, other blocks
+    code = cli.main(["export-gguf", "--imatrix", str(weighted), str(tmp_path / "x.gguf")])
+    assert code == 2 and "not an importance matrix" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.formats.ggml import quantize
+from qtutor.formats.ggml import quantize, takes_imatrix
 from qtutor.methods.gguf import mixes
 
 HF_TO_GGUF = {
@@ -94,8 +94,12 @@ def _pre_tokenizer_name(pre_tokenizer: dict | None) -> str:
     return "smollm" if digits_apart else "default"
 
 
-def export_gguf(model: Any, tokenizer: Any, path: str | Path, mix: str = "Q4_K_M", progress: bool = True) -> dict:
-    """Quantize ``model`` with ``mix`` and write ``path``; returns what went where (types, bytes, bits/weight)."""
+def export_gguf(model: Any, tokenizer: Any, path: str | Path, mix: str = "Q4_K_M", progress: bool = True,
+                imatrix: Any = None) -> dict:
+    """Quantize ``model`` with ``mix`` and write ``path``; returns what went where (types, bytes, bits/weight).
+
+    ``imatrix`` (an :class:`~qtutor.methods.gguf.imatrix.ImportanceMatrix` of this model) weights the blocks of
+    the types that take one, as ``llama-quantize --imatrix`` does."""
     import gguf
     from tqdm.auto import tqdm
 
@@ -103,6 +107,8 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, mix: str = "Q4_K_M
     config = model.config
     tensors = model_tensors(model)
     types = mixes.assign_types(mix, {name: array.shape for name, array in tensors.items()})
+    if imatrix is not None:
+        imatrix.check_shapes({name: array.shape for name, array in tensors.items()})
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("qtutor-tiny" if getattr(config, "hidden_size", 0) == 256 else "qtutor-export")
     writer.add_context_length(config.max_position_embeddings)
@@ -142,7 +148,8 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, mix: str = "Q4_K_M
             writer.add_tensor(name, bits, raw_shape=array.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
             tensor_bytes += array.size * 2
         else:
-            data = quantize(array, type_name)
+            weights = imatrix[name] if imatrix is not None and name in imatrix and takes_imatrix(type_name) else None
+            data = quantize(array, type_name, weights)
             writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType[type_name])  # shape from the bytes
             tensor_bytes += data.size
     writer.write_header_to_file()
