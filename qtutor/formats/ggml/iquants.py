@@ -45,16 +45,29 @@ from qtutor.formats.ggml.layouts import BLOCK, QK, QK_K, fp16
 KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
 LEVELS = KVALUES.astype(F32)
 TRIES = 7  # starting scales (-127 + t) / max for t = -7 .. 7
+CHUNK = 2048  # blocks fitted at once
+
+
+# The levels are integers, so the first level above x is the first above floor(x): tables over floor(x) in
+# -128 .. 113 give it (its index, its value) and the level below it.
+_UPPER = np.clip(np.searchsorted(LEVELS, np.arange(-128, 114), side="right"), 1, len(LEVELS) - 1).astype(np.uint8)
+_UPPER_VALUE, _LOWER_VALUE = LEVELS[_UPPER], LEVELS[_UPPER - 1]
 
 
 def nearest_level(x: np.ndarray) -> np.ndarray:
-    """Index of the level of ``LEVELS`` nearest to each x (ggml's best_index_int8: a tie goes up)."""
+    """Index of the level of ``LEVELS`` nearest to each x (ggml's best_index_int8: a tie goes up).
+
+    The two levels around x come from the tables above; x goes to the lower one when it is strictly nearer,
+    the distances compared in float32 as ggml does. Below the lowest level and above the highest the comparison
+    itself gives the end levels; a NaN goes to the top one, as in ggml."""
     x = np.asarray(x, F32)
-    upper = np.clip(np.searchsorted(LEVELS, x, side="right"), 1, len(LEVELS) - 1)
-    lower = upper - 1
-    index = np.where((x - LEVELS[lower]) < (LEVELS[upper] - x), lower, upper)
-    index = np.where(x <= LEVELS[0], 0, index)
-    return np.where(x >= LEVELS[-1], len(LEVELS) - 1, index).astype(np.uint8)
+    floor = np.floor(x)
+    np.clip(floor, -128, 113, out=floor)
+    floor[np.isnan(floor)] = 113
+    row = floor.astype(np.intp)
+    row += 128
+    nearer_below = (x - _LOWER_VALUE[row]) < (_UPPER_VALUE[row] - x)
+    return _UPPER[row] - nearer_below.view(np.uint8)
 
 
 def _weighted_sums(x: np.ndarray, w: np.ndarray, inverse_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +80,10 @@ def _weighted_sums(x: np.ndarray, w: np.ndarray, inverse_scale: np.ndarray) -> t
 def fit_nonlinear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """The least-squares scale d of every block of 32 (rows of ``x``) on the level table, best of 16 starts.
 
-    An all-(near-)zero block gets d = 0."""
+    An all-(near-)zero block gets d = 0. Blocks are independent: they are fitted a few thousand at a time, so
+    that the 16 passes over them run in the CPU's cache."""
+    if len(x) > CHUNK:
+        return np.concatenate([fit_nonlinear(x[i:i + CHUNK], w[i:i + CHUNK]) for i in range(0, len(x), CHUNK)])
     _, signed_max = signed_absmax(x)
     empty = np.abs(signed_max) < GROUP_MAX_EPS
     peak = np.where(empty, F32(1), signed_max).astype(F32)
