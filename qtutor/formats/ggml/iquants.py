@@ -73,8 +73,8 @@ def nearest_level(x: np.ndarray) -> np.ndarray:
 def _weighted_sums(x: np.ndarray, w: np.ndarray, inverse_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sum w q x, sum w q^2) over each block (columns of the (32, n_blocks) arrays), q the nearest levels."""
     q = LEVELS[nearest_level(inverse_scale[None, :] * x)]
-    wq = (w * q).astype(F32)
-    return seq_sum((wq * x).astype(F32), 0), seq_sum((wq * q).astype(F32), 0)
+    wq = w * q  # float32 throughout: every product rounded to float32, as in C
+    return seq_sum(wq * x, 0), seq_sum(wq * q, 0)
 
 
 def fit_nonlinear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
