@@ -43,4 +43,4 @@ def test_get_weight_on_the_device_branch_is_a_copy_with_the_same_values(tiny, mo
     handed = qt.model.get_weight(layer, device=True)  # the DLPack branch (on the CPU, backend.from_torch)
     np.testing.assert_array_equal(handed, host)
     handed[0, 0] += 1.0
-    assert float(layer.module.weight[0, 0]) == host[0, 0]  # the model's own weight is not shared
+    assert float(layer.module.weight.detach()[0, 0]) == host[0, 0]  # the model's own weight is not shared
