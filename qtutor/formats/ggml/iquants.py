@@ -39,7 +39,8 @@ from __future__ import annotations
 import numpy as np
 
 from qtutor.formats.base import round_half_away
-from qtutor.formats.ggml.kquants import F32, GROUP_MAX_EPS, nearest_int, seq_sum, signed_absmax
+from qtutor.formats.ggml.kquants import (F32, GROUP_MAX_EPS, importance_weights, nearest_int, seq_sum,
+                                         signed_absmax)
 from qtutor.formats.ggml.layouts import BLOCK, QK, QK_K, fp16
 
 KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
@@ -100,17 +101,6 @@ def fit_nonlinear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.where(empty, F32(0), d).astype(F32)
 
 
-def _fit_weights(x: np.ndarray, imatrix: np.ndarray | None, superblock: int) -> np.ndarray:
-    """x^2, or imatrix_j * sqrt(sigma^2 + x_j^2) with sigma^2 = 2 * mean x^2 over each ``superblock``."""
-    if imatrix is None:
-        return (x * x).astype(F32)
-    blocks = x.reshape(-1, superblock)
-    sigma2 = (seq_sum(np.ascontiguousarray((blocks * blocks).astype(F32).T), 0) * F32(2 / superblock)).astype(F32)
-    sigma2 = np.repeat(sigma2, superblock // x.shape[1])[:, None]
-    columns = np.tile(imatrix.astype(F32).reshape(-1, x.shape[1]), (len(x) // (imatrix.size // x.shape[1]), 1))
-    return (columns * np.sqrt((sigma2 + (x * x).astype(F32)).astype(F32))).astype(F32)
-
-
 def pack_nibbles_by_32(L: np.ndarray) -> np.ndarray:
     """Bytes of 4-bit codes, 32 at a time: byte j of each 16 holds code j (low nibble) and code j + 16 (high)."""
     L = L.reshape(len(L), -1, 2, 16).astype(np.uint8)
@@ -124,7 +114,7 @@ def unpack_nibbles_by_32(qs: np.ndarray) -> np.ndarray:
 
 def quantize_iq4_nl(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """IQ4_NL blocks of ``x`` (n_blocks, 32): one fp16 scale and 32 table indices each."""
-    d = fit_nonlinear(x, _fit_weights(x, imatrix, QK))
+    d = fit_nonlinear(x, importance_weights(x, imatrix, (x * x).astype(F32), superblock=QK))
     inverse = np.where(d != 0, F32(1) / np.where(d != 0, d, F32(1)), F32(0)).astype(F32)
     out = np.zeros(len(x), BLOCK["IQ4_NL"])
     out["d"] = fp16(d)
@@ -136,7 +126,7 @@ def quantize_iq4_xs(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndar
     """IQ4_XS super-blocks of ``x`` (n_blocks, 256): 8 blocks of 32 with 6-bit scales under one fp16 scale."""
     n = len(x)
     sub = x.reshape(n * 8, 32)
-    scales = fit_nonlinear(sub, _fit_weights(sub, imatrix, QK_K)).reshape(n, 8)
+    scales = fit_nonlinear(sub, importance_weights(sub, imatrix, (sub * sub).astype(F32))).reshape(n, 8)
     _, max_scale = signed_absmax(scales)
     d = (-max_scale / F32(32)).astype(F32)
     inverse = np.where(d != 0, F32(1) / np.where(d != 0, d, F32(1)), F32(0)).astype(F32)

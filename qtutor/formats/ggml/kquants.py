@@ -241,16 +241,16 @@ def unpack_scales_mins_6bit(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ls, lm
 
 
-def _importance(sub: np.ndarray, imatrix: np.ndarray | None, default: np.ndarray | None,
-                sigma_factor: int = 2) -> np.ndarray | None:
+def importance_weights(sub: np.ndarray, imatrix: np.ndarray | None, default: np.ndarray | None,
+                       sigma_factor: int = 2, superblock: int = QK_K) -> np.ndarray | None:
     """Weights of the least-squares fits. Without an importance matrix: ``default``. With one (per input column,
-    llama.cpp's ``--imatrix``): imatrix_j * sqrt(sigma^2 + x_j^2), sigma^2 = 2 * mean x^2 over the super-block
-    (Q2_K: the mean itself, ``sigma_factor=1``)."""
+    llama.cpp's ``--imatrix``): imatrix_j * sqrt(sigma^2 + x_j^2), sigma^2 = 2 * mean x^2 over each
+    ``superblock`` of weights (Q2_K: the mean itself, ``sigma_factor=1``; IQ4_NL: its block of 32)."""
     if imatrix is None:
         return default
-    per_block = QK_K // sub.shape[1]
-    superblocks = sub.reshape(-1, QK_K)
-    sigma2 = (F32(sigma_factor) * seq_sum((superblocks * superblocks).astype(F32)) / F32(QK_K)).astype(F32)
+    per_block = superblock // sub.shape[1]
+    superblocks = sub.reshape(-1, superblock)
+    sigma2 = (F32(sigma_factor) * seq_sum((superblocks * superblocks).astype(F32)) / F32(superblock)).astype(F32)
     sigma2 = np.repeat(sigma2, per_block)[:, None]
     return (imatrix_columns(sub, imatrix) * np.sqrt((sigma2 + (sub * sub).astype(F32)).astype(F32))).astype(F32)
 
@@ -269,7 +269,7 @@ def quantize_affine_k(x: np.ndarray, name: str, imatrix: np.ndarray | None = Non
     sub = x.reshape(n * 8, 32)
     av_x = np.sqrt((seq_sum((sub * sub).astype(F32)) / F32(32)).astype(F32)).astype(F32)
     default = (av_x[:, None] + np.abs(sub)).astype(F32)
-    w = _importance(sub, imatrix, default)
+    w = importance_weights(sub, imatrix, default)
     if imatrix is None:  # quantize_row_qX_K_ref: a short search, scales and mins quantized against their maxima
         rmin, rdelta, nstep = (-1.0, 0.1, 20) if name == "Q4_K" else (-0.5, 0.1, 15)
     else:  # quantize_row_qX_K_impl: a finer search, scales and mins fitted by weighted least squares
@@ -331,7 +331,7 @@ def dequantize_affine_k(block: np.ndarray, name: str) -> np.ndarray:
 def quantize_q2_k(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     n = len(x)
     sub = x.reshape(n * 16, 16)
-    w = _importance(sub, imatrix, np.abs(sub).astype(F32), sigma_factor=1)
+    w = importance_weights(sub, imatrix, np.abs(sub).astype(F32), sigma_factor=1)
     if imatrix is None:  # quantize_row_q2_K_ref: absolute errors, scales and mins against their maxima
         scales, mins, L = best_affine_fit(sub, w, 3, -0.5, 0.1, 15, use_mad=True)
     else:  # quantize_row_q2_K_impl: squared errors, a finer search, least-squares scales and mins
@@ -410,7 +410,7 @@ def quantize_q3_k(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
             d = np.where(has_scale, fp16(F32(1) / iscale), np.float16(0))
     else:  # quantize_row_q3_K_impl: weighted symmetric fits, the scales themselves fitted by their weights
         scales, L, _, _, w = _symmetric_subblocks(x, lambda sub, w: best_symmetric_fit(sub, 4, w),
-                                                  lambda sub: _importance(sub, imatrix, None))
+                                                  lambda sub: importance_weights(sub, imatrix, None))
         d, l = best_symmetric_fit(scales, 32, seq_sum(np.ascontiguousarray(w.T), 0).reshape(n, 16))
         d = fp16(d)
     sc = l.astype(np.int32) - 32

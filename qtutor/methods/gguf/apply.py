@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.formats.ggml import dequantize, quantize, takes_imatrix
+from qtutor.formats.ggml import dequantize, quantize
 from qtutor.methods.gguf import mixes
 from qtutor.methods.gguf.export import gguf_name
 
@@ -72,9 +72,7 @@ def apply_mix(model: Any, mix: str = "Q4_K_M", progress: bool = False, imatrix: 
                     W_hat = W if cast == "fp32" else _cast(W, cast)
                     report.nbytes += W.size * (4 if cast == "fp32" else 2)
                 else:
-                    weights = imatrix[name] if imatrix is not None and name in imatrix and takes_imatrix(types[name]) \
-                        else None
-                    data = quantize(W, types[name], weights)
+                    data = quantize(W, types[name], None if imatrix is None else imatrix.for_tensor(name, types[name]))
                     W_hat = dequantize(data, types[name], W.shape)
                     report.nbytes += data.size
                 report.weights += W.size

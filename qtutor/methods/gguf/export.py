@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.formats.ggml import quantize, takes_imatrix
+from qtutor.formats.ggml import quantize
 from qtutor.methods.gguf import mixes
 
 HF_TO_GGUF = {
@@ -148,8 +148,7 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, mix: str = "Q4_K_M
             writer.add_tensor(name, bits, raw_shape=array.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
             tensor_bytes += array.size * 2
         else:
-            weights = imatrix[name] if imatrix is not None and name in imatrix and takes_imatrix(type_name) else None
-            data = quantize(array, type_name, weights)
+            data = quantize(array, type_name, None if imatrix is None else imatrix.for_tensor(name, type_name))
             writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType[type_name])  # shape from the bytes
             tensor_bytes += data.size
     writer.write_header_to_file()

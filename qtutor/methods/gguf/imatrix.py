@@ -46,6 +46,13 @@ class ImportanceMatrix:
     def __contains__(self, name: str) -> bool:
         return name in self.sums
 
+    def for_tensor(self, name: str, type_name: str) -> np.ndarray | None:
+        """What quantizing tensor ``name`` to ``type_name`` takes: its importance, or None when the matrix does not
+        cover the tensor or the type uses none."""
+        from qtutor.formats.ggml import takes_imatrix
+
+        return self[name] if name in self.sums and takes_imatrix(type_name) else None
+
     def check_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
         """Every weight of ``shapes`` (GGUF name -> (rows, columns)) that the matrix covers has one entry per
         column; otherwise the matrix belongs to another model."""
