@@ -1,0 +1,155 @@
+"""Packed weights read by real CPU kernels: where weight-only quantization becomes *speed*.
+
+    with packed_linears(model, "int4", group_size=64) as report:   # torch's int4 kernel reads 4-bit codes
+        model.generate(...)                                           # fewer bytes per token -> faster decode
+    report.kernel, report.note
+
+Everything else in the course *fake-quantizes*: it rounds a weight to the grid and stores the rounded value
+back as float32. That shows the accuracy of a format and nothing of its speed: the model still reads 4 bytes
+per weight, plus the time to dequantize. Decoding one token at batch 1 is a matrix–vector product per layer,
+
+    y = W x,   W: (N, K),   2 N K flops for N K weights read,
+
+so a CPU spends its time *reading W* (notebook 14 draws the roofline): a format is fast only where a kernel
+reads its packed codes and dequantizes them in registers, on the fly. PyTorch ships two such CPU kernels:
+
+- ``torch._weight_int8pack_mm(x, Q, s)``: Q int8 (N, K), one scale per output row: y = (x Q^T) * s.
+  This is RTN INT8 symmetric per channel (:mod:`qtutor.formats.integer`), codes taken as they are.
+- ``torch.ops.aten._weight_int4pack_mm_for_cpu(x, Q4, g, sz)``: codes 0..15 packed two per byte, groups of
+  g along K, each with a scale s and an offset m: w = (q - 8) s + m. Our asymmetric INT4 stands for
+  w = (q - z) s, so m = (8 - z) s: the same grid, written another way.
+
+Both are written for **bfloat16 activations**; a float32 input takes a slow generic path (notebook 14 times
+both). The kernels keep their scales in the activation dtype, so the packed model's weights are our RTN
+weights with bfloat16 scales: within a fraction of a grid step, not bit for bit (``tests/test_packed.py``).
+A torch without these operators gets a note and no swap: the model stays as it was, float and correct.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+KERNELS = {  # format -> (torch operator, what it computes)
+    "int8": ("torch._weight_int8pack_mm", "int8 codes per output channel, symmetric"),
+    "int4": ("torch.ops.aten._weight_int4pack_mm_for_cpu", "int4 codes packed two per byte, asymmetric groups"),
+}
+
+
+def kernel_available(fmt: str) -> tuple[bool, str]:
+    """``(True, operator)`` if the installed torch has the CPU kernel for ``fmt`` (``"int8"``, ``"int4"``), else
+    ``(False, why)``: what the notebook prints instead of a crash."""
+    if fmt not in KERNELS:
+        raise ValueError(f"no packed kernel for {fmt!r}: torch's CPU kernels read {', '.join(KERNELS)}")
+    name = KERNELS[fmt][0]
+    found = (hasattr(torch, "_weight_int8pack_mm") if fmt == "int8" else
+             hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
+             and hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu"))
+    if found:
+        return True, name
+    return False, (f"torch {torch.__version__} has no {name}: the {fmt} weights stay fake-quantized (float), "
+                   f"correct but not faster; a newer torch ships the kernel")
+
+
+def pack_int8(W: np.ndarray) -> tuple[Any, Any]:
+    """RTN INT8, symmetric, one scale per row: (codes int8 (N, K), scales float32 (N,)) as torch tensors."""
+    from qtutor.methods import quantize_tensor
+
+    q = quantize_tensor(W, fmt="int8", group_size=-1, sym=True)
+    return torch.from_numpy(q.codes.astype(np.int8)), torch.from_numpy(q.scales.reshape(-1).astype(np.float32))
+
+
+def pack_int4(W: np.ndarray, group_size: int) -> tuple[Any, Any]:
+    """RTN INT4, asymmetric, groups of ``group_size`` along K: (packed uint8 (N, K/2), scales-and-offsets
+    float32 (K/g, N, 2)), the layout torch's int4 CPU kernel reads."""
+    from qtutor.methods import quantize_tensor
+
+    N, K = W.shape
+    if group_size < 32 or K % group_size:
+        raise ValueError(f"the int4 kernel needs groups of 32 or more that divide the rows: K={K}, "
+                         f"group_size={group_size} (try 32, 64 or 128)")
+    q = quantize_tensor(W, fmt="int4", group_size=group_size, sym=False)
+    codes = torch.from_numpy(q.codes.astype(np.int32))
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+    scales = q.scales.reshape(N, K // group_size)
+    offsets = (8.0 - q.zeros.reshape(N, K // group_size)) * scales  # w = (q - z) s = (q - 8) s + (8 - z) s
+    both = np.stack([scales.T, offsets.T], axis=-1).astype(np.float32)
+    return packed, torch.from_numpy(np.ascontiguousarray(both))
+
+
+class PackedLinear(torch.nn.Module):
+    """Stands in for an ``nn.Linear``: y = x Ŵ^T + b computed by a packed-weight kernel (see the module)."""
+
+    def __init__(self, linear: Any, fmt: str, group_size: int, activations: Any):
+        super().__init__()
+        W = linear.weight.detach().float().cpu().numpy()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.fmt, self.group_size, self.activations = fmt, group_size, activations
+        self.bias = linear.bias
+        codes, scales = pack_int8(W) if fmt == "int8" else pack_int4(W, group_size)
+        self.register_buffer("codes", codes)
+        self.register_buffer("scales", scales.to(activations))
+
+    def forward(self, x: Any) -> Any:
+        flat = x.reshape(-1, self.in_features).to(self.activations)
+        if self.fmt == "int8":
+            y = torch._weight_int8pack_mm(flat, self.codes, self.scales)
+        else:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.codes, self.group_size, self.scales)
+        y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        group = "per channel" if self.fmt == "int8" else f"g{self.group_size}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, {self.fmt} {group}, "
+                f"activations={self.activations}")
+
+
+@dataclass
+class PackedReport:
+    """What ``packed_linears`` did: the kernel used (or ``None`` and the ``note`` why not), the layers swapped
+    and the bytes their weights now take (codes + scales) against float32."""
+
+    fmt: str
+    kernel: str | None
+    note: str
+    layers: list[str] = field(default_factory=list)
+    packed_bytes: int = 0
+    float32_bytes: int = 0
+
+
+@contextlib.contextmanager
+def packed_linears(model: Any, fmt: str = "int4", group_size: int = 64, activations: Any = "bfloat16",
+                   roles: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")) -> Iterator[PackedReport]:
+    """Swap the model's linear layers of ``roles`` for packed-kernel ones while the block runs, then put the
+    originals back (even on error). ``fmt``: ``"int8"`` (per channel) or ``"int4"`` (groups of
+    ``group_size``); ``activations``: the dtype the kernel computes in (``"bfloat16"``: the fast path).
+    Without the kernel in the installed torch the model is left as it is and ``report.note`` says why."""
+    from qtutor.model import linear_layers
+
+    ok, kernel_or_note = kernel_available(fmt)
+    report = PackedReport(fmt=fmt, kernel=kernel_or_note if ok else None, note="" if ok else kernel_or_note)
+    if not ok:
+        yield report
+        return
+    dtype = getattr(torch, activations) if isinstance(activations, str) else activations
+    swapped = []  # (parent module, attribute, original)
+    try:
+        for layer in linear_layers(model):
+            if layer.role not in roles or layer.transposed:
+                continue
+            parent_name, _, attribute = layer.name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            packed = PackedLinear(layer.module, fmt, group_size, dtype)
+            setattr(parent, attribute, packed)
+            swapped.append((parent, attribute, layer.module))
+            report.layers.append(layer.name)
+            report.packed_bytes += sum(b.numel() * b.element_size() for b in packed.buffers())
+            report.float32_bytes += 4 * layer.in_features * layer.out_features
+        yield report
+    finally:
+        for parent, attribute, original in reversed(swapped):
+            setattr(parent, attribute, original)
