@@ -1,18 +1,9 @@
 """Timing helpers shared by the benchmark scripts: best-of-n wall time, and GPU timing with CUDA events."""
 from __future__ import annotations
 
-import time
 from typing import Callable
 
-
-def best_of(function: Callable[[], object], repeats: int = 5) -> float:
-    """Smallest wall time of ``repeats`` calls (seconds): the least disturbed run."""
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - started)
-    return best
+from qtutor.eval.speed import best_of  # noqa: F401  (the benchmarks' best-of-n wall time)
 
 
 def gpu_time(function: Callable[[], object], repeats: int = 20) -> float:
