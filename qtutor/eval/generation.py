@@ -48,9 +48,11 @@ def prompt_ids(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int):
     return ids.to(next(model.parameters()).device)
 
 
-def greedy_tokens(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40) -> list[int]:
+def greedy_tokens(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40,
+                  stop_at_end: bool = True) -> list[int]:
     """The ids of the tokens greedy decoding appends to ``prompt``: at most ``max_new_tokens``, fewer if the model
-    ends the text (its end-of-text token is then the last id)."""
+    ends the text (its end-of-text token is then the last id). ``stop_at_end=False``: exactly ``max_new_tokens``
+    (a decode-speed measurement must not stop early)."""
     import torch
 
     ids = prompt_ids(model, tokenizer, prompt, max_new_tokens)
@@ -62,6 +64,7 @@ def greedy_tokens(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int =
         # (tests/test_generation.py checks it). generate also applies the model's generation_config: the tiny
         # model's and SmolLM2's set only token ids, no repetition penalty that would bend the argmax
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             min_new_tokens=None if stop_at_end else max_new_tokens,
                              do_sample=False, num_beams=1, pad_token_id=pad)
     return out[0, ids.shape[1]:].tolist()
 

@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from qtutor.formats.normalfloat import NF4_TABLE
+
 
 def best_of(function: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """Smallest wall time of ``repeats`` calls (seconds), after ``warmup`` untimed calls: the least disturbed."""
@@ -100,7 +102,7 @@ def gemv_variants(N: int, K: int, group_size: int = 64, batch: int = 1, seed: in
     variants["int4 fake-quant"] = {
         "call": lambda: x @ ((codes4.float() - zero4) * scale4).reshape(N, K).T,
         "bytes": N * K // 2 + 4 * groups, "note": "dequantize to float32, then matmul: no kernel"}
-    nf4_table = torch.tensor(np.linspace(-1, 1, 16), dtype=torch.float32)
+    nf4_table = torch.from_numpy(NF4_TABLE.astype(np.float32))
     variants["nf4 (no CPU kernel)"] = {
         "call": lambda: x @ (nf4_table[codes4.long()] * scale4).reshape(N, K).T,
         "bytes": N * K // 2 + 4 * groups, "note": "table lookup to float32, then matmul"}
@@ -164,17 +166,10 @@ def gemv_times(N: int, K: int, group_size: int = 64, batch: int = 1, repeats: in
 def decode_tokens_per_second(model: Any, tokenizer: Any, prompt: str, new_tokens: int = 32) -> float:
     """Greedy decode speed at batch 1: ``new_tokens`` generated (never stopping early) over the wall time, the
     prompt's prefill included."""
-    import torch
+    from qtutor.eval.generation import greedy_tokens
 
-    from qtutor.eval.generation import prompt_ids
-
-    ids = prompt_ids(model, tokenizer, prompt, new_tokens)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model.eval()
-    with torch.no_grad():
-        started = time.perf_counter()
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                       min_new_tokens=new_tokens, do_sample=False, num_beams=1, pad_token_id=pad)
+    started = time.perf_counter()
+    greedy_tokens(model, tokenizer, prompt, new_tokens, stop_at_end=False)
     return new_tokens / (time.perf_counter() - started)
 
 

@@ -38,6 +38,8 @@ KERNELS = {  # format -> (torch operator, what it computes)
     "int4": ("torch.ops.aten._weight_int4pack_mm_for_cpu", "int4 codes packed two per byte, asymmetric groups"),
 }
 
+INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the int4 CPU kernel accepts
+
 
 def kernel_available(fmt: str) -> tuple[bool, str]:
     """``(True, operator)`` if the installed torch has the CPU kernel for ``fmt`` (``"int8"``, ``"int4"``), else
@@ -68,9 +70,9 @@ def pack_int4(W: np.ndarray, group_size: int) -> tuple[Any, Any]:
     from qtutor.methods import quantize_tensor
 
     N, K = W.shape
-    if group_size < 32 or K % group_size:
-        raise ValueError(f"the int4 kernel needs groups of 32 or more that divide the rows: K={K}, "
-                         f"group_size={group_size} (try 32, 64 or 128)")
+    if group_size not in INT4_GROUP_SIZES or K % group_size:
+        raise ValueError(f"torch's int4 kernel reads groups of {', '.join(map(str, INT4_GROUP_SIZES))} that divide "
+                         f"the rows: K={K}, group_size={group_size}")
     q = quantize_tensor(W, fmt="int4", group_size=group_size, sym=False)
     codes = torch.from_numpy(q.codes.astype(np.int32))
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
@@ -127,7 +129,8 @@ def packed_linears(model: Any, fmt: str = "int4", group_size: int = 64, activati
     """Swap the model's linear layers of ``roles`` for packed-kernel ones while the block runs, then put the
     originals back (even on error). ``fmt``: ``"int8"`` (per channel) or ``"int4"`` (groups of
     ``group_size``); ``activations``: the dtype the kernel computes in (``"bfloat16"``: the fast path).
-    Without the kernel in the installed torch the model is left as it is and ``report.note`` says why."""
+    Without the kernel in the installed torch the model is left as it is and ``report.note`` says why. GPT-2's
+    Conv1D layers (weights stored transposed) are left as they are."""
     from qtutor.model import linear_layers
 
     ok, kernel_or_note = kernel_available(fmt)
