@@ -64,15 +64,25 @@ def pack_int8(W: np.ndarray) -> tuple[Any, Any]:
     return torch.from_numpy(q.codes.astype(np.int8)), torch.from_numpy(q.scales.reshape(-1).astype(np.float32))
 
 
+def int4_shape_problem(N: int, K: int, group_size: int) -> str | None:
+    """Why torch's int4 kernel cannot read an N × K weight in groups of ``group_size``, or ``None`` if it can."""
+    if group_size not in INT4_GROUP_SIZES or K % group_size:
+        return (f"torch's int4 kernel reads groups of {', '.join(map(str, INT4_GROUP_SIZES))} that divide the rows: "
+                f"K={K}, group_size={group_size}")
+    if N % 16:
+        return f"torch's int4 kernel packs output rows in tiles of 16: N={N} is not a multiple of 16"
+    return None
+
+
 def pack_int4(W: np.ndarray, group_size: int) -> tuple[Any, Any]:
     """RTN INT4, asymmetric, groups of ``group_size`` along K: (packed uint8 (N, K/2), scales-and-offsets
     float32 (K/g, N, 2)), the layout torch's int4 CPU kernel reads."""
     from qtutor.methods import quantize_tensor
 
     N, K = W.shape
-    if group_size not in INT4_GROUP_SIZES or K % group_size:
-        raise ValueError(f"torch's int4 kernel reads groups of {', '.join(map(str, INT4_GROUP_SIZES))} that divide "
-                         f"the rows: K={K}, group_size={group_size}")
+    problem = int4_shape_problem(N, K, group_size)
+    if problem:
+        raise ValueError(problem)
     q = quantize_tensor(W, fmt="int4", group_size=group_size, sym=False)
     codes = torch.from_numpy(q.codes.astype(np.int32))
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
@@ -119,6 +129,7 @@ class PackedReport:
     kernel: str | None
     note: str
     layers: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # layer -> why the kernel cannot read it (kept float)
     packed_bytes: int = 0
     float32_bytes: int = 0
 
@@ -129,8 +140,9 @@ def packed_linears(model: Any, fmt: str = "int4", group_size: int = 64, activati
     """Swap the model's linear layers of ``roles`` for packed-kernel ones while the block runs, then put the
     originals back (even on error). ``fmt``: ``"int8"`` (per channel) or ``"int4"`` (groups of
     ``group_size``); ``activations``: the dtype the kernel computes in (``"bfloat16"``: the fast path).
-    Without the kernel in the installed torch the model is left as it is and ``report.note`` says why. GPT-2's
-    Conv1D layers (weights stored transposed) are left as they are."""
+    Without the kernel in the installed torch the model is left as it is and ``report.note`` says why; a layer
+    whose shape the int4 kernel cannot read stays float, listed in ``report.skipped``. GPT-2's Conv1D layers
+    (weights stored transposed) are left as they are."""
     from qtutor.model import linear_layers
 
     ok, kernel_or_note = kernel_available(fmt)
@@ -138,11 +150,18 @@ def packed_linears(model: Any, fmt: str = "int4", group_size: int = 64, activati
     if not ok:
         yield report
         return
+    if fmt == "int4" and group_size not in INT4_GROUP_SIZES:
+        raise ValueError(f"group_size={group_size}: torch's int4 kernel reads groups of "
+                         f"{', '.join(map(str, INT4_GROUP_SIZES))}")
     dtype = getattr(torch, activations) if isinstance(activations, str) else activations
     swapped = []  # (parent module, attribute, original)
     try:
         for layer in linear_layers(model):
             if layer.role not in roles or layer.transposed:
+                continue
+            problem = fmt == "int4" and int4_shape_problem(layer.out_features, layer.in_features, group_size)
+            if problem:
+                report.skipped[layer.name] = problem
                 continue
             parent_name, _, attribute = layer.name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
