@@ -75,6 +75,10 @@ def test_a_score_keeps_every_token_and_its_standard_error_is_llama_cpps():
     assert result.n_tokens == 999 and result.ppl == pytest.approx(4096, rel=1e-12)
     assert result.ppl_stderr == pytest.approx(0, abs=1e-9)  # every token equally surprising
     assert result.describe() == "999 tokens of the given text (ctx 256, stride 128)"
+    bits, stderr = result.bits_per_byte(999 * 4)  # 12 bits a token spread over 4 bytes a token: 3 bits a byte
+    assert bits == pytest.approx(3.0, rel=1e-12) and stderr == pytest.approx(0, abs=1e-9)
+    with pytest.raises(ValueError, match="n_bytes=0"):
+        result.bits_per_byte(0)
 
 
 def test_a_paired_comparison_is_far_tighter_than_either_perplexitys_own_error(tiny):

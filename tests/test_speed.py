@@ -86,3 +86,21 @@ def test_stored_gpu_rows_keep_the_kernel_report_s_picture():
 def test_copy_bandwidth_and_peak_are_positive_rates():
     assert speed.copy_bandwidth(n_bytes=1 << 22, repeats=1) > 1e8  # 100 MB/s: any machine moves more
     assert speed.matmul_peak(n=128, repeats=1) > 1e7
+
+
+def test_roofline_chart_draws_the_roofs_and_the_points():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from qtutor.viz.figures import roofline_chart
+
+    points = [{"label": "float32", "intensity": 0.5, "flops_per_s": 8e9},
+              {"label": "int4 kernel", "intensity": 3.6, "flops_per_s": 30e9}]
+    fig = roofline_chart(points, bandwidth=20e9, peak=100e9, title="test")
+    ax = fig.axes[0]
+    roof, *dots = ax.lines
+    x, y = roof.get_data()
+    np.testing.assert_allclose(y, np.minimum(100.0, x * 20.0))  # in Gflop/s
+    assert [d.get_label() for d in dots] == ["float32", "int4 kernel"]
+    assert dots[1].get_data()[1][0] == 30.0
+    assert ax.get_xscale() == ax.get_yscale() == "log"

@@ -75,7 +75,10 @@ def kl_divergence(model: Any, ref: Reference, batch_size: int = 8, progress: boo
 
 def compare(model: Any, ref: Reference, batch_size: int = 8, progress: bool = False) -> dict:
     """``kl``: the mean KL(P_float || Q_model) per token in nats; ``same_top_pct``: the percentage of positions
-    whose most likely next token is the float model's (llama.cpp's "same top p")."""
+    whose most likely next token is the float model's (llama.cpp's "same top p"); ``overlap_pct``: the mean of
+    Σ_v min(P(v), Q(v)) = 1 - total variation distance, in percent. The last two are the acceptance rates of
+    speculative decoding with this model drafting for the float one (greedy, and sampling at temperature 1):
+    :mod:`qtutor.eval.speculative`."""
     import torch
 
     Q = _log_probs(model, ref.tokens, batch_size, progress, "KL divergence")
@@ -85,4 +88,5 @@ def compare(model: Any, ref: Reference, batch_size: int = 8, progress: bool = Fa
     P = ref.log_probs
     per_token = (P.exp() * (P - Q)).sum(dim=-1, dtype=torch.float64)
     same_top = (P.argmax(dim=-1) == Q.argmax(dim=-1)).double().mean()
-    return {"kl": float(per_token.mean()), "same_top_pct": 100 * float(same_top)}
+    overlap = torch.minimum(P, Q).exp().sum(dim=-1, dtype=torch.float64).mean()
+    return {"kl": float(per_token.mean()), "same_top_pct": 100 * float(same_top), "overlap_pct": 100 * float(overlap)}

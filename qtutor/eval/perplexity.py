@@ -54,6 +54,16 @@ class Score:
     def ppl_stderr(self) -> float:
         return self.ppl * _stderr(self.nll)
 
+    def bits_per_byte(self, n_bytes: int) -> tuple[float, float]:
+        """(bits per byte of text, its standard error): the NLL summed over the scored tokens, in bits, over the
+        ``n_bytes`` UTF-8 bytes they spell. Unlike perplexity, which is per *token*, this compares models with
+        different tokenizers on the same text (a model whose tokens are longer has a higher perplexity per
+        token for the same prediction of the text)."""
+        if n_bytes <= 0:
+            raise ValueError(f"n_bytes={n_bytes}: the scored text's length in UTF-8 bytes, > 0")
+        tokens_per_bit_byte = self.n_tokens / (math.log(2) * n_bytes)  # mean NLL (nats) -> bits per byte
+        return float(self.nll.mean()) * tokens_per_bit_byte, _stderr(self.nll) * tokens_per_bit_byte
+
     def describe(self) -> str:
         """Which tokens were scored, e.g. ``4095 tokens of the test split (ctx 256, stride 128)``."""
         where = f"the {self.split} split" if self.split else "the given text"

@@ -576,3 +576,32 @@ def layer_map(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequenc
                 bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
     ax.set_title(title, fontsize=11)
     return fig
+
+
+# ---- speed ---------------------------------------------------------------------------------------------------
+def roofline_chart(points: Sequence[dict], bandwidth: float, peak: float, ax=None, title: str = "",
+                   unit: float = 1e9):
+    """The roofline: attainable flop/s = min(peak, intensity × bandwidth) on log-log axes, with the measured
+    ``points`` (``label``, ``intensity`` flop per weight byte, ``flops_per_s``) on it. A point under the slope
+    wastes bandwidth (a kernel doing extra work, or none reading the format); above it, its bytes came from cache."""
+    fig, ax = new_axes(ax, figsize=(7.5, 4.2))
+    ridge = peak / bandwidth
+    lowest = min([p["intensity"] for p in points] + [ridge]) / 4
+    highest = max([p["intensity"] for p in points] + [ridge]) * 4
+    intensities = np.geomspace(lowest, highest, 200)
+    ax.plot(intensities, np.minimum(peak, intensities * bandwidth) / unit, color=GRID, linewidth=2)
+    ax.annotate(f"memory: {bandwidth / 1e9:.3g} GB/s", (lowest * 1.3, lowest * 1.3 * bandwidth / unit),
+                fontsize=8, color=GRID, va="bottom")
+    ax.annotate(f"compute: {peak / 1e9:.3g} Gflop/s", (ridge * 1.2, peak / unit),
+                fontsize=8, color=GRID, va="bottom")
+    artists = []
+    for i, point in enumerate(points):
+        artists.append(ax.plot(point["intensity"], point["flops_per_s"] / unit, "o", color=f"C{i % 10}",
+                               label=point["label"], markersize=7)[0])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (flop per byte of weights)")
+    ax.set_ylabel("Gflop/s" if unit == 1e9 else "flop/s")
+    ax.legend(fontsize=8, loc="lower right", frameon=False)
+    ax.set_title(title)
+    return fig
