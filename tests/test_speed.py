@@ -104,3 +104,12 @@ def test_roofline_chart_draws_the_roofs_and_the_points():
     assert [d.get_label() for d in dots] == ["float32", "int4 kernel"]
     assert dots[1].get_data()[1][0] == 30.0
     assert ax.get_xscale() == ax.get_yscale() == "log"
+
+
+def test_live_gpu_rows_say_why_not_without_a_gpu():
+    if torch.cuda.is_available():
+        rows, note = speed.live_gpu_rows(repeats=2)
+        assert rows is None or [r["shape"] for r in rows] == [r["shape"] for r in speed.STORED_H100["gemv"]]
+    else:
+        rows, note = speed.live_gpu_rows()
+        assert rows is None and "stored H100" in note

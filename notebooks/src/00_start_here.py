@@ -21,7 +21,8 @@
 # | [07 · AWQ](07_awq.ipynb) | find salient channels; search AWQ's scaling exponent; AWQ against RTN |
 # | [08 · SmoothQuant, W8A8 and W4A4](08_smoothquant.ipynb) | migrate outliers from activations to weights; run W8A8 and W4A4; rotate for W4A4 |
 # | [10 · GGUF k-quants and export](10_gguf_kquants.ipynb) | open a Q4_K block byte by byte; write a `.gguf` |
-# | [13 · KV-cache quantization](13_kv_cache.ipynb) | size the KV cache; quantize the tiny model's keys and values |
+# | [13 · KV-cache quantization](13_kv_cache.ipynb) | size the KV cache; quantize SmolLM2's keys and values per token and per channel |
+# | [14 · Speed and speculative decoding](14_speed_and_speculative.ipynb) | why 4 bits is fast only with a kernel; the roofline; a quantized model drafting for itself |
 # | [15 · Choosing a method](15_choosing_a_method.ipynb) | every method in one table; calibration mismatch; a decision rule |
 #
 # Notebooks for NF4 and QLoRA, FP8/FP4 on GPUs, sub-4-bit methods, QAT and kernels will fill

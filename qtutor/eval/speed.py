@@ -199,3 +199,43 @@ STORED_H100 = {
 def stored_gpu_rows() -> list[dict]:
     """The stored H100 GEMV figures as table rows with the int4 speed-up over bf16 (ratio of the stored times)."""
     return [{**row, "int4_vs_bf16": row["bf16_us"] / row["int4_us"]} for row in STORED_H100["gemv"]]
+
+
+def live_gpu_rows(repeats: int = 50) -> tuple[list[dict] | None, str]:
+    """The stored GEMV table measured again on this machine's CUDA GPU: ``(rows, note)`` with the same keys as
+    :func:`stored_gpu_rows`, or ``(None, why not)`` without a GPU or without torch's int4 CUDA kernel (tinygemm,
+    ``torch._weight_int4pack_mm``). Times are CUDA-event means over ``repeats`` calls (the L2 cache stays warm
+    between calls here, unlike the stored figures, so small shapes come out faster than HBM allows)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None, "no CUDA GPU here: the table shows the stored H100 figures"
+    if not (hasattr(torch, "_weight_int4pack_mm") and hasattr(torch, "_convert_weight_to_int4pack")):
+        return None, f"torch {torch.__version__} has no int4 CUDA kernel: the table shows the stored H100 figures"
+
+    def cuda_time(function):
+        function()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeats):
+            function()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1e3 / repeats  # microseconds
+
+    rows, group_size = [], 128
+    try:
+        for stored in STORED_H100["gemv"]:
+            N, K = (int(n) for n in stored["shape"].split(" x "))
+            x = torch.randn(stored["M"], K, device="cuda", dtype=torch.bfloat16)
+            W = torch.randn(N, K, device="cuda", dtype=torch.bfloat16) * 0.02
+            codes = torch.randint(0, 16, (N, K), device="cuda", dtype=torch.int32)
+            packed = torch._convert_weight_to_int4pack((codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8), 8)
+            scales_and_zeros = torch.rand(K // group_size, N, 2, device="cuda", dtype=torch.bfloat16) * 0.01
+            bf16_us = cuda_time(lambda: x @ W.T)
+            int4_us = cuda_time(lambda: torch._weight_int4pack_mm(x, packed, group_size, scales_and_zeros))
+            rows.append({"shape": stored["shape"], "M": stored["M"], "bf16_us": bf16_us, "int4_us": int4_us,
+                         "int4_vs_bf16": bf16_us / int4_us})
+    except RuntimeError as error:  # a torch whose kernel wants another layout or device generation
+        return None, f"the int4 CUDA kernel did not run here ({error}): the table shows the stored H100 figures"
+    return rows, f"measured now on {torch.cuda.get_device_name()} (int4: tinygemm g{group_size}, bf16: cuBLAS)"
