@@ -21,11 +21,10 @@ import qtutor as qt
 from qtutor.eval import speed
 from qtutor.eval.generation import greedy_tokens
 from qtutor.eval.speculative import expected_speedup, speculate
-from qtutor.methods.gguf.apply import apply_mix
 from qtutor.model.packed import packed_linears
 
 DRAFTS = (("INT8", "rtn", "int8", -1), ("NF4 g64", "rtn", "nf4", 64), ("INT4 g64", "rtn", "int4", 64),
-          ("Q4_K_M", "gguf", "Q4_K_M", None), ("INT3 g64", "rtn", "int3", 64))
+          ("Q4_K_M", "gguf", "Q4_K_M", "default"), ("INT3 g64", "rtn", "int3", 64))
 
 
 def gemv(result: dict) -> None:
@@ -59,10 +58,7 @@ def speculative(model, tokenizer, prompt: str, result: dict, tokens: int = 40, l
     print(f"\nspeculative decoding, {tokens} tokens, lookahead {lookahead}, SmolLM2 drafting for itself:")
     for label, method, fmt, group_size in DRAFTS:
         draft = copy.deepcopy(model)
-        if method == "gguf":
-            apply_mix(draft, fmt)
-        else:
-            qt.quantize_model(draft, method, fmt, group_size, progress=False)
+        qt.quantize_weights(draft, method, fmt, group_size, progress=False)
         run = speculate(model, draft, tokenizer, prompt, tokens, lookahead)
         del draft
         result[f"speculative_{label}"] = {"acceptance": run.acceptance_rate,

@@ -27,6 +27,7 @@ _LAZY = {
     "load_model": ("qtutor.model", "load_model"),
     "perplexity": ("qtutor.eval.perplexity", "perplexity"),
     "quantize_model": ("qtutor.model.quantize", "quantize_model"),
+    "quantize_weights": ("qtutor.model.quantize", "quantize_weights"),
     "footprint": ("qtutor.eval.footprint", "footprint"),
     "banner": ("qtutor.notebook", "banner"),
     "setup_notebook": ("qtutor.notebook", "setup_notebook"),

@@ -55,7 +55,7 @@ def test_kernel_computes_our_rtn_weights(fmt, group_size, activations):
     got = packed.PackedLinear(linear, fmt, group_size, activations)(torch.from_numpy(x)).double().numpy()
     assert got.shape == expected.shape
     # Left to the kernel: float32 sums and, with bf16 activations, the output rounded to 8 bits of mantissa
-    # (half a unit in the last place: 2^-9 relative). The bound is that plus float32 sums over K terms.
+    # (half a unit in the last place: 2^-9 relative). The bound allows twice that, plus float32 sums over K terms.
     magnitude = np.abs(rounded(x, activations)) @ np.abs(q.dequantize().astype(np.float64)).T
     output_rounding = 2.0 ** -8 if activations == torch.bfloat16 else 2.0 ** -20
     tolerance = output_rounding * np.abs(expected) + 1e-5 * magnitude
@@ -171,3 +171,31 @@ def test_layers_the_int4_kernel_cannot_read_stay_float():
     with pytest.raises(ValueError, match="group_size=48"):
         with packed.packed_linears(model, "int4", 48):
             pass
+
+
+def test_without_a_kernel_the_same_codes_are_dequantized_every_call(tiny):
+    """kernel=False: DequantizeLinear computes x Ŵ^T with our RTN INT4 weights exactly (float32 product), and the
+    swap is undone like the kernel's."""
+    W, x = layer(48, 128)  # 48 rows: the kernel would refuse them, dequantizing does not care
+    linear = torch.nn.Linear(128, 48, bias=False)
+    linear.weight.data = torch.from_numpy(W)
+    expected, _ = reference(W, x, "int4", 64)
+    got = packed.DequantizeLinear(linear, 64)(torch.from_numpy(x)).double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    model, _ = tiny
+    before = linear_modules(model)
+    with packed.packed_linears(model, "int4", 64, kernel=False) as report:
+        kinds = {type(m).__name__ for n, m in model.named_modules() if n in report.layers}
+    assert kinds == {"DequantizeLinear"} and report.kernel is None and "dequantized" in report.note
+    assert linear_modules(model) == before
+    with pytest.raises(ValueError, match="int4"):
+        with packed.packed_linears(model, "int8", kernel=False):
+            pass
+
+
+def test_missing_int4_kernel_gives_a_note(monkeypatch):
+    import types
+
+    monkeypatch.setattr(packed.torch.ops, "aten", types.SimpleNamespace())  # an aten without the int4 operators
+    ok, note = packed.kernel_available("int4")
+    assert not ok and "_weight_int4pack_mm_for_cpu" in note

@@ -49,6 +49,20 @@ def test_greedy_speculative_equals_target_greedy(models, prompt, lookahead):
     assert result.tokens_per_target_forward == NEW_TOKENS / result.target_forwards
     assert result.draft_forwards == result.drafted  # one draft forward per proposal
     assert result.target_forwards == len(result.accepted_per_round)
+    # judged = kept + one rejection per round that stopped short (the last round may also stop at the length)
+    short = sum(kept < lookahead for kept in result.accepted_per_round[:-1])
+    assert 0 <= result.checked - result.accepted - short <= 1
+    assert result.accepted <= result.checked <= result.drafted
+
+
+def test_acceptance_rate_is_per_judged_proposal_and_does_not_fall_with_k(models, prompt):
+    """α = accepted / judged is a property of the draft: about the same at k = 1 and k = 7. The share of all
+    proposals kept falls with k (after a rejection the rest of the round is thrown away unjudged)."""
+    target, draft, tokenizer = models
+    one, seven = (speculate(target, draft, tokenizer, prompt, 60, k) for k in (1, 7))
+    assert one.checked == one.drafted and one.acceptance_rate == one.kept_fraction
+    assert seven.kept_fraction < seven.acceptance_rate - 0.15
+    assert abs(seven.acceptance_rate - one.acceptance_rate) < 0.15
 
 
 def test_a_draft_equal_to_the_target_is_always_accepted(models, prompt):
@@ -90,6 +104,59 @@ def test_the_acceptance_rule_reproduces_the_target_distribution(case):
     assert abs(accepted / draws - alpha) < 4 * np.sqrt(alpha * (1 - alpha) / draws)
 
 
+class Letters:
+    """A tokenizer over a 6-token vocabulary for the random models below: every prompt is the ids [0, 1]."""
+
+    eos_token_id = None
+
+    def __call__(self, prompt, return_tensors="pt"):
+        import torch
+
+        return {"input_ids": torch.tensor([[0, 1]])}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join("abcdef"[i] for i in ids)
+
+
+def random_llama(seed):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=6, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16)
+    model = LlamaForCausalLM(config).to(torch.float64).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40.0)  # sharper distributions, so that p and q differ clearly
+    return model
+
+
+@pytest.mark.parametrize("lookahead", [1, 2])
+def test_speculative_sampling_draws_the_targets_joint_distribution(lookahead):
+    """End to end: the first two sampled tokens, over 2,000 seeds, follow the target's exact joint distribution
+    p(x1) p(x2 | x1) (chi-square), and not the draft's."""
+    import torch
+
+    target, draft, letters = random_llama(0), random_llama(1), Letters()
+
+    def joint(model):
+        with torch.no_grad():
+            first = torch.softmax(model(torch.tensor([[0, 1]])).logits[0, -1], -1).numpy()
+            second = np.stack([torch.softmax(model(torch.tensor([[0, 1, x]])).logits[0, -1], -1).numpy()
+                               for x in range(6)])
+        return (first[:, None] * second).ravel()
+
+    counts = np.zeros(36)
+    for seed in range(2000):
+        tokens = speculate(target, draft, letters, "ab", 2, lookahead, greedy=False, seed=seed).tokens
+        counts[6 * tokens[0] + tokens[1]] += 1
+    expected, wrong = 2000 * joint(target), 2000 * joint(draft)
+    seen = expected > 5  # chi-square wants expected counts of 5 or more: pool the rest
+    observed = np.append(counts[seen], counts[~seen].sum())
+    assert stats.chisquare(observed, np.append(expected[seen], expected[~seen].sum())).pvalue > 1e-4
+    assert stats.chisquare(observed, np.append(wrong[seen], wrong[~seen].sum()) + 1e-9).pvalue < 1e-6
+
+
 def test_expected_tokens_and_speedup():
     assert expected_tokens_per_round(0.0, 4) == 1.0
     assert expected_tokens_per_round(1.0, 4) == 5.0
@@ -112,6 +179,16 @@ def test_bad_input(models, prompt):
                                          num_attention_heads=2, num_key_value_heads=2)).to(torch.float64)
     with pytest.raises(ValueError, match="vocabulary of 100 tokens.*same family"):
         speculate(target, other, tokenizer, prompt, 5, 2)
+    class Shuffled:  # a tokenizer of the same size that gives two tokens each other's ids
+        def get_vocab(self):
+            vocab = dict(tokenizer.get_vocab())
+            a, b = list(vocab)[:2]
+            vocab[a], vocab[b] = vocab[b], vocab[a]
+            return vocab
+
+    with pytest.raises(ValueError, match="other ids than the target's"):
+        speculate(target, draft, tokenizer, prompt, 5, 2, draft_tokenizer=Shuffled())
+    assert speculate(target, draft, tokenizer, prompt, 3, 2, draft_tokenizer=tokenizer).tokens  # the same one: fine
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="at least one token per round"):
             speculate(target, draft, tokenizer, prompt, 5, bad)

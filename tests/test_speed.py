@@ -26,9 +26,9 @@ def test_roofline_is_the_lower_of_the_two_roofs():
     assert speed.roofline(ridge * 0.99, bandwidth, peak) < peak == speed.roofline(ridge, bandwidth, peak)
 
 
-def test_gemv_variants_compute_the_same_layer():
-    """Every variant is y = x W^T for one layer: the float ones agree, the kernels read RTN codes of the same W
-    (close to it), and the fake-quant ones read random codes with their bytes counted like the kernel's."""
+def test_gemv_variants_agree_where_they_share_the_weights():
+    """The float variants and the kernels compute y = x W^T for one W (the kernels from its RTN codes, close to
+    it); the fake-quant ones dequantize random codes of the same shape (their time, not their output, matters)."""
     N, K, g = 64, 256, 64
     variants = speed.gemv_variants(N, K, group_size=g, batch=2)
     with torch.no_grad():
@@ -42,7 +42,7 @@ def test_gemv_variants_compute_the_same_layer():
         if " kernel," in label:  # RTN of the same weights: a few percent of the output's range
             assert (y - reference).abs().max() < (0.02 if "int8" in label else 0.2) * spread, label
     assert variants["float32"]["bytes"] == 4 * N * K and variants["bfloat16"]["bytes"] == 2 * N * K
-    assert variants["int4 fake-quant"]["bytes"] == N * K // 2 + 4 * N * K // g
+    assert variants["int4 fake-quant"]["bytes"] == N * K + 8 * N * K // g  # a byte per code, float32 scale and zero
 
 
 def test_gemv_times_rows():
@@ -108,8 +108,6 @@ def test_roofline_chart_draws_the_roofs_and_the_points():
 
 def test_live_gpu_rows_say_why_not_without_a_gpu():
     if torch.cuda.is_available():
-        rows, note = speed.live_gpu_rows(repeats=2)
-        assert rows is None or [r["shape"] for r in rows] == [r["shape"] for r in speed.STORED_H100["gemv"]]
-    else:
-        rows, note = speed.live_gpu_rows()
-        assert rows is None and "stored H100" in note
+        pytest.skip("a GPU is here: tests/gpu/test_speed_gpu.py measures the live rows")
+    rows, note = speed.live_gpu_rows()
+    assert rows is None and "stored H100" in note

@@ -23,6 +23,7 @@
 
 # %%
 import copy
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,7 +36,6 @@ from qtutor.eval.divergence import compare, reference
 from qtutor.eval.generation import greedy_tokens
 from qtutor.eval.perplexity import score
 from qtutor.eval.speculative import expected_speedup, expected_tokens_per_round, speculate
-from qtutor.methods.gguf.apply import apply_mix
 from qtutor.model.packed import packed_linears
 from qtutor.viz.figures import roofline_chart
 
@@ -83,7 +83,8 @@ claim("at batch 1 every format does fewer than 4 flops per byte it reads", max(a
 # ## This machine's roofline, measured
 #
 # Two numbers make the roofline: the **bandwidth**, measured as NumPy copies one 256 MiB buffer into another
-# (STREAM's "copy": every byte read once and written once, both counted), and the **peak**, the float32 rate of a
+# (STREAM's "copy": every byte read once and written once, both counted; 512 MiB touched, more than a CPU's
+# cache holds), and the **peak**, the float32 rate of a
 # large matrix product in torch. Their ratio is the *ridge*: a kernel with fewer flops per byte than that is
 # limited by memory.
 
@@ -126,20 +127,22 @@ roofline_chart(points, bandwidth, peak, title=f"this machine's roofline: one {N}
 plt.show()
 
 # %% [markdown]
-# Two runs on the course's 2-core cloud machines (two different Xeons) gave: bfloat16 1.3–1.6× faster than
-# float32, the int8 kernel with bf16 activations 2.8–4.8× and the int4 kernel 3.0–6.0× faster, and everything
-# else *slower*: the kernels' float32 path 4× and 9–11× slower, fake-quant int4 about 30×, the NF4 lookup 50–100×.
-# Read the roofline from left to right:
+# The figures move a lot from run to run on a shared machine (float32 itself varied by 2× between the course's
+# runs), but the order held in every run on the course's 2-core cloud machines: the int8 and int4 kernels with
+# bf16 activations several times faster than float32 (2.8× to 10×), bfloat16 a little faster (1.3× to 3×), and
+# everything else *slower*: the kernels' own float32 path 2× to 11× slower, fake-quant int4 20× to 35×, the NF4
+# lookup 30× to 100×. Read the roofline from left to right:
 #
-# * The kernels read fewer bytes, so their points sit further right: with the same bandwidth, more flops per
-#   second. They do not reach the slope's 4× and 8×: unpacking nibbles, scaling and converting cost instructions
-#   on a CPU, and bf16 arithmetic on a CPU without AMX is emulated in float32 (the bf16 product is only 1.3×).
-# * Fake-quant and NF4 sit far below the slope: they read the 4-bit codes *and then write and read a float32
-#   matrix* of 67 MB on every call. **This is the answer to "why is my 4-bit model slower than fp16"**: the
+# * The kernels read fewer bytes, so their points sit further right: at the same bandwidth, more flops per
+#   second. Whether they land on the slope depends on the CPU: unpacking nibbles, scaling and converting cost
+#   instructions, and bf16 arithmetic on a CPU without AMX is emulated in float32.
+# * Fake-quant and NF4 sit far below the slope: they read the codes (a byte each here) *and then write and read
+#   a float32 matrix* of 67 MB on every call. **This is the answer to "why is my 4-bit model slower than fp16"**: the
 #   format has no kernel on that device, and the library dequantizes before the product.
 # * A point *above* the slope is no error: a 67 MB matrix fits in a server's last-level cache (480 MiB on the
 #   course's Xeon), so after the first call it is read from cache, faster than from DRAM. A laptop's 8–36 MB
-#   cache does not hold it; there the float32 point lands on the slope.
+#   cache does not hold it. A float32 point *below* the slope means that BLAS did not reach this machine's copy
+#   bandwidth with the threads it had: one more reason to compare variants measured in the same run.
 # * The same kernels on an old CPU, or with `ATEN_CPU_CAPABILITY=default` (no AVX2), are slower than float32:
 #   they are vectorized code, and without vectors nibble-unpacking costs more than it saves.
 #
@@ -152,28 +155,38 @@ plt.show()
 # %%
 prompt = qt.data.text("test")[:300]
 DECODE_TOKENS = 24
-rates = {"float32": speed.decode_tokens_per_second(smol, smol_tok, prompt, DECODE_TOKENS)}
+head_bytes = 4 * config.vocab_size * config.hidden_size  # the float32 output head, read once per token
+rates, bytes_per_token = {}, {}
+rates["float32"], bytes_per_token["float32"] = (speed.decode_tokens_per_second(smol, smol_tok, prompt, DECODE_TOKENS),
+                                                4 * read_per_token)
 smol_bf16 = copy.deepcopy(smol).to(torch.bfloat16)
 rates["bfloat16"] = speed.decode_tokens_per_second(smol_bf16, smol_tok, prompt, DECODE_TOKENS)
+bytes_per_token["bfloat16"] = 2 * read_per_token
 del smol_bf16
-for fmt in ("int8", "int4"):
-    with packed_linears(smol, fmt, group_size=64) as packed_report:
-        label = f"{fmt} packed" if packed_report.kernel else f"{fmt}: {packed_report.note}"
+for label, fmt, kernel in (("int8 packed", "int8", True), ("int4 packed", "int4", True),
+                           ("int4, no kernel", "int4", False)):
+    with packed_linears(smol, fmt, group_size=64, kernel=kernel) as packed_report:
+        if kernel and not packed_report.kernel:
+            print(f"{label}: {packed_report.note}")
+            continue
         rates[label] = speed.decode_tokens_per_second(smol, smol_tok, prompt, DECODE_TOKENS)
-        print(f"{fmt}: {len(packed_report.layers)} layers packed into {packed_report.packed_bytes / MB:.0f} MB "
-              f"(float32: {packed_report.float32_bytes / MB:.0f} MB)")
+        bytes_per_token[label] = packed_report.packed_bytes + head_bytes
+print(f"{'':16s} {'tokens/s':>8s} {'vs float32':>10s} {'MB per token':>12s} {'GB/s':>6s}")
 for label, rate in rates.items():
-    print(f"{label:14s} {rate:6.1f} tokens/s = {rate / rates['float32']:.2f} x float32")
-fig, ax = plt.subplots(figsize=(6.5, 3.2), constrained_layout=True)
-ax.barh(list(rates), list(rates.values()), color=["C0", "C0", "C1", "C1"])
+    print(f"{label:16s} {rate:8.1f} {rate / rates['float32']:9.2f}x {bytes_per_token[label] / MB:12.0f} "
+          f"{rate * bytes_per_token[label] / GB:6.1f}")
+fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
+ax.barh(list(rates), list(rates.values()), color=[f"C{0 if 'float' in label else 1}" for label in rates])
 ax.invert_yaxis()
 ax.set_xlabel("tokens/s, batch 1 (this machine, now)")
-ax.set_title("SmolLM2-135M greedy decode")
+ax.set_title(f"SmolLM2-135M greedy decode, {DECODE_TOKENS} tokens after the prompt")
 plt.show()
 
 # %% [markdown]
-# The two runs on the course's machines gave int8 packed 1.3–1.8× and int4 packed 1.7–2.0× the float32 rate
-# (bfloat16 0.9–1.5×, the most variable). The gains are smaller than for one big layer: SmolLM2's layers are small (576 × 1536), so
+# (The prompt's prefill is taken out: the rate is measured between the first token and the last.) On the
+# course's machines int8 and int4 packed decoded 1.3× to 2.4× faster than float32, bfloat16 anywhere from a bit
+# slower to 2× faster, and the same int4 codes *without* a kernel were slower than float32. The gains are
+# smaller than for one big layer: SmolLM2's layers are small (576 × 1536), so
 # per-call overheads, attention, the norms and the float32 output head (28 M weights, a fifth of all) weigh more.
 # The packed model is a quantized model — RTN INT4 g64 with bf16 scales — so it also has INT4 g64's perplexity
 # cost (+29 % on SmolLM2, notebook 04); speed and accuracy are two separate measurements.
@@ -193,6 +206,8 @@ for row in stored:
 for row in speed.STORED_H100["end_to_end"]:
     print(f"{row['model']:46s} {row['float_tok_s']:6.1f} -> {row['int4_tok_s']:6.1f} tokens/s "
           f"({row['int4_tok_s'] / row['float_tok_s']:.1f}x)")
+for line in speed.STORED_H100["notes"]:
+    print("-", line)
 claim("on the H100 the int4 kernel is over 2x faster than bf16 at batch 1 and slower than bf16 at batch 16",
       all(r["int4_vs_bf16"] > 2 for r in stored if r["M"] == 1)
       and all(r["int4_vs_bf16"] < 1 for r in stored if r["M"] == 16))
@@ -209,7 +224,8 @@ for row in gpu_rows:
         gpu_points.append({"label": f"{kind} {row['shape']} M={row['M']}", "intensity": 2 * row["M"] * n * k / bytes_,
                            "flops_per_s": 2 * row["M"] * n * k / (seconds * 1e-6)})
 roofline_chart(gpu_points, h100["hbm_bytes_per_s"], h100["bf16_flops_per_s"],
-               title="H100 roofline (stored figures)" if live_rows is None else "this GPU, measured now")
+               title="H100 roofline (stored figures)" if live_rows is None
+               else "this GPU's kernels, measured now (the roofs: the stored H100's)")
 plt.show()
 
 # %% [markdown]
@@ -243,31 +259,34 @@ plt.show()
 
 # %%
 float_ref = reference(smol, smol_tok, ctx=512, max_tokens=1024)
-target_text = greedy_tokens(smol, smol_tok, prompt, 32)
-LOOKAHEAD = 4
 drafts = {"INT8 per-ch": ("rtn", "int8", -1), "NF4 g64": ("rtn", "nf4", 64), "INT4 g64": ("rtn", "int4", 64),
-          "Q4_K_M": ("gguf", "Q4_K_M", None), "INT3 g64": ("rtn", "int3", 64), "INT2 g64": ("rtn", "int2", 64)}
-agreement, runs = {}, {}
-for label, (method, fmt, group) in drafts.items():
+          "Q4_K_M": ("gguf", "Q4_K_M", "default"), "INT3 g64": ("rtn", "int3", 64), "INT2 g64": ("rtn", "int2", 64)}
+agreement = {}
+for label, (method, fmt, group) in drafts.items():  # SmolLM2 itself, quantized and put back
+    with qt.quantize_weights(smol, method, fmt, group, progress=False):
+        agreement[label] = compare(smol, float_ref)
+positions = float_ref.n_tokens
+del float_ref  # 200 MB of log-probabilities
+
+# %%
+LOOKAHEAD = 4
+target_text = greedy_tokens(smol, smol_tok, prompt, 32)
+runs = {}
+for label, (method, fmt, group) in drafts.items():  # now a quantized copy drafts for the float model
     draft = copy.deepcopy(smol)
-    if method == "gguf":
-        apply_mix(draft, fmt)
-    else:
-        qt.quantize_model(draft, method, fmt, group, progress=False)
-    agreement[label] = compare(draft, float_ref)
+    qt.quantize_weights(draft, method, fmt, group, progress=False)
     runs[label] = speculate(smol, draft, smol_tok, prompt, max_new_tokens=32, lookahead=LOOKAHEAD)
     del draft
 print(f"{'draft':12s} {'greedy accept':>13s} {'sampling accept':>15s} {'E tokens/round':>14s}"
-      f" | live: {'accepted':>8s} {'tokens/target fwd':>17s}  same text")
+      f" | live: {'alpha':>5s} {'tokens/target fwd':>17s}  same text")
 for label, point in agreement.items():
     run = runs[label]
     alpha = point["same_top_pct"] / 100
     print(f"{label:12s} {point['same_top_pct']:12.1f}% {point['overlap_pct']:14.1f}% "
-          f"{expected_tokens_per_round(alpha, LOOKAHEAD):14.2f} | {100 * run.acceptance_rate:13.0f}% "
+          f"{expected_tokens_per_round(alpha, LOOKAHEAD):14.2f} | {100 * run.acceptance_rate:10.0f}% "
           f"{run.tokens_per_target_forward:17.2f}  {run.tokens == target_text}")
 
 # %% tags=["nbval-check-output"]
-positions = float_ref.n_tokens
 def apart(a, b):
     """Greedy agreement of draft a above b's by more than two standard errors (binomial, over the positions)."""
     pa, pb = agreement[a]["same_top_pct"] / 100, agreement[b]["same_top_pct"] / 100
@@ -286,7 +305,7 @@ x = np.arange(len(labels))
 fig, ax = plt.subplots(figsize=(8, 3.6), constrained_layout=True)
 ax.bar(x - 0.27, [agreement[name]["same_top_pct"] for name in labels], 0.27, label="greedy (same top token)")
 ax.bar(x, [agreement[name]["overlap_pct"] for name in labels], 0.27, label="sampling (sum of min(p, q))")
-ax.bar(x + 0.27, [100 * runs[name].acceptance_rate for name in labels], 0.27, label="live greedy run, 32 tokens")
+ax.bar(x + 0.27, [100 * runs[name].acceptance_rate for name in labels], 0.27, label="live greedy run, 32 tokens (α)")
 ax.set_xticks(x, labels)
 ax.set_ylabel("% of proposals accepted")
 ax.set_title("SmolLM2 drafting for itself: acceptance falls as the draft is quantized harder")
@@ -295,9 +314,10 @@ plt.show()
 
 # %% [markdown]
 # An INT8 draft agrees with the float model almost everywhere; INT4 g64 (+29 % perplexity) still agrees on most
-# tokens; INT2 g64, whose perplexity is in the hundreds of thousands, almost never. The live runs scatter around
-# the agreement measured on 1024 tokens (32 tokens are few, and the prompt is not the test text), and their
-# output is the target's greedy text. (In float32, a batched forward and a one-token forward can round a
+# tokens; INT2 g64, whose perplexity is in the hundreds of thousands, almost never. The live runs' α (kept over
+# *judged* proposals: those after a rejection are thrown away unjudged) follows the same order, with the
+# scatter of 32 tokens from another text than the 1024 test tokens, and their output is the target's greedy
+# text. (In float32, a batched forward and a one-token forward can round a
 # near-tied pair of logits differently; the test suite checks the equality in float64, where no tie is that
 # close.) Q4_K_M, at about 6 bits per weight on this model, agrees far more often than INT4 g64.
 #
@@ -310,21 +330,23 @@ plt.show()
 # %%
 draft = copy.deepcopy(smol)
 with packed_linears(draft, "int4", group_size=64):
-    plain_seconds = speed.best_of(lambda: greedy_tokens(smol, smol_tok, prompt, 32, stop_at_end=False), 1, 0)
-    live = {}
-    spec_seconds = speed.best_of(
-        lambda: live.update(run=speculate(smol, draft, smol_tok, prompt, 32, LOOKAHEAD)), 1, 0)
+    started = time.perf_counter()
+    plain = greedy_tokens(smol, smol_tok, prompt, 32)
+    plain_rate = len(plain) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    run = speculate(smol, draft, smol_tok, prompt, 32, LOOKAHEAD)
+    spec_rate = len(run.tokens) / (time.perf_counter() - started)
 del draft
-int4_rate = next(rate for label, rate in rates.items() if label.startswith("int4"))
-cost = rates["float32"] / int4_rate
-alpha = live["run"].acceptance_rate
-print(f"draft cost c = {cost:.2f} target forwards, acceptance {alpha:.2f}")
-print(f"plain greedy {plain_seconds:.2f} s, speculative {spec_seconds:.2f} s: {plain_seconds / spec_seconds:.2f}x "
-      f"(the formula says {expected_speedup(alpha, LOOKAHEAD, cost):.2f}x)")
+cost = rates["float32"] / rates["int4 packed"] if "int4 packed" in rates else 1.0
+print(f"draft cost c = {cost:.2f} target forwards, acceptance α = {run.acceptance_rate:.2f}")
+print(f"plain greedy {plain_rate:.1f} tokens/s, speculative {spec_rate:.1f} tokens/s: {spec_rate / plain_rate:.2f}x "
+      f"(the formula says {expected_speedup(run.acceptance_rate, LOOKAHEAD, cost):.2f}x)")
 
 # %% [markdown]
-# On the course's machines the packed draft cost $c \approx 0.5$–$0.6$ of a target forward, and speculative
-# decoding came out *slower* than plain decoding (0.7×): a draft that is the same network, only read in fewer bytes, saves too little per token to pay for the
+# On the course's machines the packed draft cost $c \approx 0.4$–$0.6$ of a target forward, and speculative
+# decoding came out *slower* than plain decoding (0.7× to 0.8×), below even the formula, which counts the
+# target's forward over $k+1$ positions as one and ignores the bookkeeping (cropping two caches each round).
+# A draft that is the same network, only read in fewer bytes, saves too little per token to pay for the
 # rejected proposals and for the target's longer forward. The formula says what a draft must be:
 
 # %% tags=["nbval-check-output"]
@@ -344,8 +366,10 @@ claim("with a draft at 2 % of the target's cost and 70 % acceptance the speed-up
 #
 # Could the course's tiny model draft for SmolLM2? It is 20 times smaller — but it speaks another language:
 
-# %% tags=["nbval-check-output"]
+# %%
 tiny, tiny_tok = qt.load_model("tiny")
+
+# %% tags=["nbval-check-output"]
 try:
     speculate(smol, tiny, smol_tok, prompt, max_new_tokens=8)
 except ValueError as error:
@@ -370,17 +394,18 @@ tiny_ids = np.asarray(tiny_tok.encode(passage), dtype=np.int64)
 window = dict(ctx=256, stride=256, progress=False)
 scores = {"SmolLM2 float": score(smol, smol_tok, tokens=smol_ids, **window),
           "tiny float": score(tiny, tiny_tok, tokens=tiny_ids, **window)}
-with qt.quantize_model(smol, "rtn", "int4", 64, sym=False, progress=False):
+with qt.quantize_model(smol, "rtn", "int4", 64, sym=False, progress=False) as int4_report:
     scores["SmolLM2 INT4 g64"] = score(smol, smol_tok, tokens=smol_ids, **window)
 parameters = {"SmolLM2": sum(p.numel() for p in smol.parameters()), "tiny": sum(p.numel() for p in tiny.parameters())}
-sizes = {"SmolLM2 float": fp.footprint(parameters["SmolLM2"], "fp32"),
-         "SmolLM2 INT4 g64": fp.footprint(parameters["SmolLM2"], "int4", 64, sym=False),
-         "tiny float": fp.footprint(parameters["tiny"], "fp32")}
+int4_weights = sum(layer.shape[0] * layer.shape[1] for layer in int4_report.layers)
+sizes = {"SmolLM2 float": 4 * parameters["SmolLM2"],  # the tied embedding (the output head) counted once
+         "SmolLM2 INT4 g64": int4_report.nbytes + 4 * (parameters["SmolLM2"] - int4_weights),  # embedding float32
+         "tiny float": 4 * parameters["tiny"]}
 bpb = {label: result.bits_per_byte(n_bytes) for label, result in scores.items()}
 print(f"the first {len(passage):,} characters of the test text: {len(smol_ids):,} SmolLM2 tokens, "
       f"{len(tiny_ids):,} tiny-model tokens")
 for label, (bits, stderr) in bpb.items():
-    print(f"{label:17s} {sizes[label].bytes / MB:6.1f} MB of weights   {bits:.3f} +- {stderr:.3f} bits per byte")
+    print(f"{label:17s} {sizes[label] / MB:6.1f} MB of weights   {bits:.3f} +- {stderr:.3f} bits per byte")
 int4_cost = scores["SmolLM2 INT4 g64"].compare(scores["SmolLM2 float"])
 print(f"SmolLM2 INT4 g64 against float on the same tokens: perplexity {qt.notebook.percent(int4_cost['delta_pct'])} "
       f"+- {int4_cost['delta_pct_stderr']:.1f} (paired)")
@@ -393,8 +418,9 @@ claim("and still far better than the tiny model in float, which needs over 1.5 t
       b_tiny > 1.5 * b_int4 and b_tiny - b_int4 > 4 * np.hypot(e_int4, e_tiny))
 
 # %% [markdown]
-# SmolLM2 at 4 bits takes a seventh of its float32 memory and pays for it — the paired perplexity change is
-# notebook 04's INT4 g64 cost, here under a tenth of a bit per byte; the tiny model, although it was trained on this
+# SmolLM2 with its 210 linear layers at 4 bits takes a third of its float32 memory (the embedding, shared with
+# the output head, stays float32 here; GGUF mixes store it in 6 or 8 bits too) and pays for it: the paired
+# perplexity change is notebook 04's INT4 g64 cost, under a tenth of a bit per byte; the tiny model, although it was trained on this
 # very kind of news text, predicts it about twice as badly in bits per byte. With memory as the limit, the larger
 # model in fewer bits is the better buy — until the bits get so few that the model breaks (INT3 and INT2 above:
 # notebook 04's curve).

@@ -51,7 +51,8 @@ from qtutor.eval.generation import prompt_ids
 class SpeculativeResult:
     """What one speculative decoding run produced and how much checking it took.
 
-    ``tokens``: the generated ids. ``drafted`` / ``accepted``: proposals made and kept over all rounds.
+    ``tokens``: the generated ids. ``drafted``: proposals made; ``checked``: proposals the target judged (a round
+    stops at its first rejection, so the proposals after it are never judged); ``accepted``: proposals kept.
     ``target_forwards``: calls of the target model (the prompt's prefill included). ``accepted_per_round``: how
     many of the k proposals each round kept (0 … k)."""
 
@@ -59,6 +60,7 @@ class SpeculativeResult:
     text: str
     lookahead: int
     drafted: int = 0
+    checked: int = 0
     accepted: int = 0
     target_forwards: int = 0
     draft_forwards: int = 0
@@ -66,7 +68,14 @@ class SpeculativeResult:
 
     @property
     def acceptance_rate(self) -> float:
-        """Fraction of proposals the target kept, accepted / drafted (the α of the module's formula)."""
+        """α, the probability that the target keeps a proposal it judges: accepted / checked (the α of the
+        module's formula). Not accepted / drafted: that also counts the proposals after a rejection, which are
+        thrown away unjudged, and falls with k for the same draft."""
+        return self.accepted / self.checked if self.checked else 0.0
+
+    @property
+    def kept_fraction(self) -> float:
+        """accepted / drafted: the share of the draft's work that ended in the text."""
         return self.accepted / self.drafted if self.drafted else 0.0
 
     @property
@@ -87,15 +96,21 @@ def expected_speedup(alpha: float, lookahead: int, cost_ratio: float) -> float:
     return expected_tokens_per_round(alpha, lookahead) / (lookahead * cost_ratio + 1.0)
 
 
-def check_models(target: Any, draft: Any) -> None:
-    """Refuse a draft that cannot speak for the target: the same vocabulary is needed, id for id."""
+def check_models(target: Any, draft: Any, tokenizer: Any = None, draft_tokenizer: Any = None) -> None:
+    """Refuse a draft that cannot speak for the target: the same vocabulary is needed, id for id. The output
+    sizes must agree; given the draft's own tokenizer, its token-to-id table must be the target's too (two
+    tokenizers of the same size can still mean different things by the same id)."""
+    advice = ("speculative decoding compares their probabilities token id by token id, so the draft must use the "
+              "target's tokenizer. Use a smaller or quantized model of the same family (for example the target "
+              "quantized: qt.quantize_model on a copy)")
     target_vocab = target.get_output_embeddings().weight.shape[0]
     draft_vocab = draft.get_output_embeddings().weight.shape[0]
     if target_vocab != draft_vocab:
         raise ValueError(f"the draft model has a vocabulary of {draft_vocab:,} tokens and the target of "
-                         f"{target_vocab:,}: speculative decoding compares their probabilities token id by token "
-                         f"id, so the draft must use the target's tokenizer. Use a smaller or quantized model of "
-                         f"the same family (for example the target quantized: qt.quantize_model on a copy)")
+                         f"{target_vocab:,}: {advice}")
+    if draft_tokenizer is not None and tokenizer is not None and draft_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"the draft's tokenizer maps tokens to other ids than the target's, although both have "
+                         f"{target_vocab:,}: {advice}")
 
 
 def accept_or_resample(p: np.ndarray, q: np.ndarray, proposed: int, rng: np.random.Generator) -> tuple[bool, int]:
@@ -160,13 +175,15 @@ class Decoder:
 
 
 def speculate(target: Any, draft: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40, lookahead: int = 4,
-              greedy: bool = True, temperature: float = 1.0, seed: int = 0) -> SpeculativeResult:
+              greedy: bool = True, temperature: float = 1.0, seed: int = 0,
+              draft_tokenizer: Any = None) -> SpeculativeResult:
     """Continue ``prompt`` with ``target``'s own decoding, ``draft`` proposing ``lookahead`` tokens per round.
 
     ``greedy=True``: the result is the target's greedy continuation exactly (the same ids as
     ``generation.greedy_tokens(target, ...)``, up to float rounding between batched and one-token forwards).
     ``greedy=False``: samples from softmax(logits / ``temperature``) of the target, with ``seed``. Stops at
-    ``max_new_tokens`` or at the end-of-text token."""
+    ``max_new_tokens`` or at the end-of-text token. ``draft_tokenizer``: the draft's own, if it has one, checked
+    to be the target's."""
     import torch
 
     if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
@@ -174,7 +191,7 @@ def speculate(target: Any, draft: Any, tokenizer: Any, prompt: str, max_new_toke
                          f"integer k >= 1; 3 to 5 is usual)")
     if not greedy and not temperature > 0:
         raise ValueError(f"temperature={temperature!r}: sampling needs a temperature > 0 (greedy=True for T -> 0)")
-    check_models(target, draft)
+    check_models(target, draft, tokenizer, draft_tokenizer)
     ids = prompt_ids(target, tokenizer, prompt, max_new_tokens)  # the last round proposes only what is left
     rng = np.random.default_rng(seed)
     eos = tokenizer.eos_token_id
@@ -205,6 +222,7 @@ def speculate(target: Any, draft: Any, tokenizer: Any, prompt: str, max_new_toke
                     ok, token = accept_or_resample(p[i], q[i], x, rng)
                 new.append(token)
                 kept += ok
+                result.checked += 1
                 if not ok or token == eos:
                     break
             else:

@@ -50,9 +50,9 @@ def best_of(function: Callable[[], object], repeats: int = 5, warmup: int = 1) -
 def copy_bandwidth(n_bytes: int = 1 << 29, repeats: int = 5) -> float:
     """Memory bandwidth of this machine (bytes/s), read + write counted, from a STREAM-like copy in NumPy.
 
-    The buffers (512 MiB each by default) are larger than any CPU's last-level cache (480 MiB on the course's
-    Xeon, 8-36 MiB on a laptop), so the bytes come from DRAM. A layer small enough to stay in cache between
-    calls is read faster than this: it lands above the roofline."""
+    The copy touches 2 × ``n_bytes`` (1 GiB by default), more than a CPU's last-level cache holds (480 MiB on
+    the course's Xeon, 8-36 MiB on a laptop), so the bytes come from DRAM. A layer small enough to stay in
+    cache between calls is read faster than this: it lands above the roofline."""
     source = np.ones(n_bytes // 8, dtype=np.float64)
     target = np.empty_like(source)
     seconds = best_of(lambda: np.copyto(target, source), repeats)
@@ -95,17 +95,18 @@ def gemv_variants(N: int, K: int, group_size: int = 64, batch: int = 1, seed: in
         "float32": {"call": lambda: x @ W.T, "bytes": 4 * N * K, "note": "torch matmul (BLAS)"},
         "bfloat16": {"call": lambda: xb @ Wb.T, "bytes": 2 * N * K, "note": "torch matmul, bf16 weights"},
     }
-    # fake-quant: int4 codes (one byte each, as NumPy keeps them) and group scales; unpack every call
+    # fake-quant: int4 codes (one byte each, as NumPy keeps them), float32 group scales and zero points;
+    # dequantized to a float32 matrix on every call
     codes4 = torch.randint(0, 16, (N, K // group_size, group_size), generator=generator, dtype=torch.uint8)
     scale4 = torch.rand(N, K // group_size, 1, generator=generator) * 0.01
     zero4 = torch.full((N, K // group_size, 1), 8.0)
     variants["int4 fake-quant"] = {
         "call": lambda: x @ ((codes4.float() - zero4) * scale4).reshape(N, K).T,
-        "bytes": N * K // 2 + 4 * groups, "note": "dequantize to float32, then matmul: no kernel"}
+        "bytes": N * K + 8 * groups, "note": "dequantize to float32, then matmul: no kernel"}
     nf4_table = torch.from_numpy(NF4_TABLE.astype(np.float32))
     variants["nf4 (no CPU kernel)"] = {
         "call": lambda: x @ (nf4_table[codes4.long()] * scale4).reshape(N, K).T,
-        "bytes": N * K // 2 + 4 * groups, "note": "table lookup to float32, then matmul"}
+        "bytes": N * K + 4 * groups, "note": "table lookup to float32, then matmul"}
     for fmt in ("int8", "int4"):
         variants.update(kernel_variants(fmt, W.numpy(), x, group_size))
     return variants
@@ -164,13 +165,21 @@ def gemv_times(N: int, K: int, group_size: int = 64, batch: int = 1, repeats: in
 
 
 def decode_tokens_per_second(model: Any, tokenizer: Any, prompt: str, new_tokens: int = 32) -> float:
-    """Greedy decode speed at batch 1: ``new_tokens`` generated (never stopping early) over the wall time, the
-    prompt's prefill included."""
+    """Greedy decode speed at batch 1, the prompt's prefill taken out: (``new_tokens`` - 1) / (time to generate
+    ``new_tokens`` - time to generate 1), never stopping early. (The prefill runs the prompt's tokens as one
+    batch, where a kernel's speed is another matter: notebook 14's batch-16 figures.)"""
     from qtutor.eval.generation import greedy_tokens
 
-    started = time.perf_counter()
-    greedy_tokens(model, tokenizer, prompt, new_tokens, stop_at_end=False)
-    return new_tokens / (time.perf_counter() - started)
+    if new_tokens < 2:
+        raise ValueError(f"new_tokens={new_tokens}: time at least 2 tokens (the first one comes with the prefill)")
+
+    def seconds(n):
+        started = time.perf_counter()
+        greedy_tokens(model, tokenizer, prompt, n, stop_at_end=False)
+        return time.perf_counter() - started
+
+    prefill = seconds(1)
+    return (new_tokens - 1) / max(seconds(new_tokens) - prefill, 1e-9)
 
 
 # The GPU picture, from ../shared/KERNELS.md (H100 80GB HBM3, measured with CUDA graphs and a cold L2, or quoted

@@ -67,7 +67,7 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
     from qtutor.eval.perplexity import Score, score
     from qtutor.methods import declaration
     from qtutor.model import activations, phases
-    from qtutor.model.quantize import quantize_model
+    from qtutor.model.quantize import quantize_weights
 
     started = time.time()
     ppl_kw = dict(split=split, ctx=ctx, stride=stride, max_tokens=max_tokens, progress=progress)
@@ -88,18 +88,14 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
             point = {"method": "none", "format": "fp32", "group_size": None, "sym": None,
                      "bits_per_weight": 32.0, "bytes": weights * 4}
         else:
-            if declared.replace is not None:  # every weight at once, e.g. a GGUF mix (the tied embedding too)
-                report = stack.enter_context(phases.REPLACEMENTS[declared.replace](model, fmt, progress=progress,
-                                                                                   **method_kw))
-            else:
-                if declared.hook is not None:  # installed first, so that it multiplies with the float weights
-                    after_run = stack.enter_context(phases.HOOKS[declared.hook](model, options))
-                # calibration goes only to the methods that use it (RTN would spend it on per-layer errors), and
-                # the run options to the transform that reads them
-                transform_options = options if declared.transform is not None else {}
-                report = stack.enter_context(quantize_model(model, method, fmt, group_size, sym,
-                                                            calib if declared.calibration else None,
-                                                            progress=progress, **method_kw, **transform_options))
+            if declared.hook is not None:  # installed first, so that it multiplies with the float weights
+                after_run = stack.enter_context(phases.HOOKS[declared.hook](model, options))
+            # the run options go to the transform that reads them; quantize_weights gives calibration only to the
+            # methods that use it (RTN would spend it on per-layer errors) and runs a whole-model replacement
+            # (a GGUF mix, the tied embedding too) as such
+            transform_options = options if declared.transform is not None else {}
+            report = stack.enter_context(quantize_weights(model, method, fmt, group_size, sym, calib,
+                                                          progress=progress, **method_kw, **transform_options))
             point = {"method": method, "format": report.fmt, "group_size": report.group_size, "sym": report.sym,
                      "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes)}
         if act_format is not None:

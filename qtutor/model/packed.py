@@ -23,6 +23,10 @@ Both are written for **bfloat16 activations**; a float32 input takes a slow gene
 both). The kernels keep their scales in the activation dtype, so the packed model's weights are our RTN
 weights with bfloat16 scales: within a fraction of a grid step, not bit for bit (``tests/test_packed.py``).
 A torch without these operators gets a note and no swap: the model stays as it was, float and correct.
+
+``packed_linears(model, "int4", kernel=False)`` shows the other case, a format with no kernel on the device:
+:class:`DequantizeLinear` keeps the same codes and scales and rebuilds the float32 matrix on every call before
+the product, as a library must when it has nothing that reads its format directly.
 """
 from __future__ import annotations
 
@@ -120,6 +124,34 @@ class PackedLinear(torch.nn.Module):
                 f"activations={self.activations}")
 
 
+class DequantizeLinear(torch.nn.Module):
+    """The same RTN INT4 codes with no kernel to read them: Ŵ = (q - z) s rebuilt in float32 on every call, then
+    y = x Ŵ^T + b. Codes stay one per byte (uint8), scales and zero points float32, as NumPy keeps them."""
+
+    def __init__(self, linear: Any, group_size: int):
+        super().__init__()
+        from qtutor.methods import quantize_tensor
+
+        W = linear.weight.detach().float().cpu().numpy()
+        self.in_features, self.out_features, self.group_size = linear.in_features, linear.out_features, group_size
+        self.bias = linear.bias
+        if self.in_features % group_size:
+            raise ValueError(f"group_size={group_size} does not divide the rows (K={self.in_features})")
+        q = quantize_tensor(W, fmt="int4", group_size=group_size, sym=False)
+        groups = (self.out_features, self.in_features // group_size, 1)
+        self.register_buffer("codes", torch.from_numpy(q.codes.astype(np.uint8).reshape(*groups[:2], group_size)))
+        self.register_buffer("scales", torch.from_numpy(q.scales.astype(np.float32).reshape(groups)))
+        self.register_buffer("zeros", torch.from_numpy(q.zeros.astype(np.float32).reshape(groups)))
+
+    def forward(self, x: Any) -> Any:
+        weight = ((self.codes.float() - self.zeros) * self.scales).reshape(self.out_features, self.in_features)
+        return torch.nn.functional.linear(x, weight.to(x.dtype), self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int4 g{self.group_size}, "
+                f"dequantized on every call (no kernel)")
+
+
 @dataclass
 class PackedReport:
     """What ``packed_linears`` did: the kernel used (or ``None`` and the ``note`` why not), the layers swapped
@@ -134,23 +166,40 @@ class PackedReport:
     float32_bytes: int = 0
 
 
+def shape_problem(fmt: str, kernel: bool, N: int, K: int, group_size: int) -> str | None:
+    """Why an N × K layer cannot be stored as ``fmt`` here (``None`` if it can): int8 takes any shape; int4
+    needs groups that divide K, and the kernel also wants its group sizes and rows in tiles of 16."""
+    if fmt == "int8":
+        return None
+    if kernel:
+        return int4_shape_problem(N, K, group_size)
+    return None if group_size > 0 and K % group_size == 0 else f"K={K}: groups of {group_size} do not divide it"
+
+
 @contextlib.contextmanager
 def packed_linears(model: Any, fmt: str = "int4", group_size: int = 64, activations: Any = "bfloat16",
-                   roles: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")) -> Iterator[PackedReport]:
+                   roles: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down"),
+                   kernel: bool = True) -> Iterator[PackedReport]:
     """Swap the model's linear layers of ``roles`` for packed-kernel ones while the block runs, then put the
     originals back (even on error). ``fmt``: ``"int8"`` (per channel) or ``"int4"`` (groups of
     ``group_size``); ``activations``: the dtype the kernel computes in (``"bfloat16"``: the fast path).
     Without the kernel in the installed torch the model is left as it is and ``report.note`` says why; a layer
     whose shape the int4 kernel cannot read stays float, listed in ``report.skipped``. GPT-2's Conv1D layers
-    (weights stored transposed) are left as they are."""
+    (weights stored transposed) are left as they are. ``kernel=False`` (``"int4"`` only): the layers become
+    :class:`DequantizeLinear`, the same codes dequantized on every call, for the speed of a format without one."""
     from qtutor.model import linear_layers
 
-    ok, kernel_or_note = kernel_available(fmt)
+    if not kernel:
+        if fmt != "int4":
+            raise ValueError(f"kernel=False shows int4 without a kernel; {fmt!r} is not offered that way")
+        ok, kernel_or_note = False, "no kernel: the int4 codes are dequantized to float32 on every call"
+    else:
+        ok, kernel_or_note = kernel_available(fmt)
     report = PackedReport(fmt=fmt, kernel=kernel_or_note if ok else None, note="" if ok else kernel_or_note)
-    if not ok:
+    if not ok and kernel:
         yield report
         return
-    if fmt == "int4" and group_size not in INT4_GROUP_SIZES:
+    if fmt == "int4" and kernel and group_size not in INT4_GROUP_SIZES:
         raise ValueError(f"group_size={group_size}: torch's int4 kernel reads groups of "
                          f"{', '.join(map(str, INT4_GROUP_SIZES))}")
     dtype = getattr(torch, activations) if isinstance(activations, str) else activations
@@ -159,13 +208,14 @@ def packed_linears(model: Any, fmt: str = "int4", group_size: int = 64, activati
         for layer in linear_layers(model):
             if layer.role not in roles or layer.transposed:
                 continue
-            problem = fmt == "int4" and int4_shape_problem(layer.out_features, layer.in_features, group_size)
+            problem = shape_problem(fmt, kernel, layer.out_features, layer.in_features, group_size)
             if problem:
                 report.skipped[layer.name] = problem
                 continue
             parent_name, _, attribute = layer.name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
-            packed = PackedLinear(layer.module, fmt, group_size, dtype)
+            packed = (PackedLinear(layer.module, fmt, group_size, dtype) if kernel
+                      else DequantizeLinear(layer.module, group_size))
             setattr(parent, attribute, packed)
             swapped.append((parent, attribute, layer.module))
             report.layers.append(layer.name)

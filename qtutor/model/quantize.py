@@ -211,3 +211,19 @@ def default_group_size(fmt: Any, row_lengths: list[int]) -> Any:
     while size > 1 and any(row % size for row in row_lengths):
         size //= 2
     return size if size >= 16 else -1  # tiny groups cost more in scales than they save: one scale per row
+
+
+def quantize_weights(model: Any, method: str = "rtn", fmt: Any = "default", group_size: Any = "default",
+                     sym: bool | None = None, calib: Any = None, *, progress: bool = True, **method_kw) -> Any:
+    """The weights of ``model`` quantized by ``method``, whichever way the method works: layer by layer through
+    :func:`quantize_model`, or all at once for a method that replaces the whole model's weights (a GGUF mix,
+    ``method="gguf", fmt="Q4_K_M"``: the tied embedding too). ``calib`` reaches only the methods that use it.
+    Returns the method's report, which restores the weights as a context manager (``with``) or ``restore()``."""
+    from qtutor.model import phases
+
+    declared = declaration(method)
+    if declared.replace is not None:
+        return phases.REPLACEMENTS[declared.replace](model, fmt, progress=progress, **method_kw)
+    return quantize_model(model, method, fmt, group_size, sym, calib if declared.calibration else None,
+                          progress=progress, **method_kw)
+
