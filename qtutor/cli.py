@@ -277,6 +277,14 @@ def ppl_command(args: argparse.Namespace) -> dict:
         fmt = _method_format(method, args.format)
         declaration(method).resolve(fmt, group_size, _sym(args.sym))  # a granularity the method refuses, now
     _check_model_options(args)
+    weighting = {}
+    if args.imatrix is not None:  # checked, and a bad file refused, before the model loads
+        from qtutor.methods.gguf.imatrix import load as load_imatrix
+
+        if method != "gguf":
+            raise ValueError(f"--imatrix weights the blocks of GGUF types: use it with --method gguf --format "
+                             f"Q4_K_M (or another mix), not --method {args.method}")
+        weighting["imatrix"] = load_imatrix(args.imatrix)
     model, tokenizer = _load(args)
     slice_, sentence = _evaluation_slice(args, tokenizer)
     window = dict(split=args.split, ctx=CTX, stride=STRIDE, max_tokens=args.max_tokens)
@@ -286,7 +294,9 @@ def ppl_command(args: argparse.Namespace) -> dict:
     baseline = None if is_float else score(model, tokenizer, progress=not args.json, **window)
     point = evaluate(model, tokenizer, method, fmt, group_size, _sym(args.sym), **window, baseline=baseline,
                      calib=_calibration(args, [method], tokenizer), progress=not args.json,
-                     reference=_reference(args, model), **_runtime(args))
+                     reference=_reference(args, model), **_runtime(args), **weighting)
+    if weighting:
+        point["imatrix"] = str(args.imatrix)
     if is_float:  # the variant is the float model: it is its own baseline
         point.update(delta_pct=0.0, delta_pct_stderr=0.0, significant=False)
     baseline_ppl = point["ppl"] if is_float else baseline.ppl
@@ -410,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     ppl.add_argument("--format", default="default",
                      help="a number format (qtutor formats; default: int4, or the method's own); for gguf a mix, e.g. Q4_K_M")
     ppl.add_argument("--group-size", default="default", help=GROUP_SIZE_HELP)
+    ppl.add_argument("--imatrix", default=None, help="with --method gguf: an importance matrix file (llama.cpp's "
+                     "imatrix GGUF, as `qtutor imatrix` writes it) that weights the K-quant and IQ4 blocks")
     sweep = add("sweep", "a table of methods x formats x group sizes")
     add_model(sweep, 8192)
     sweep.add_argument("--methods", default="rtn", help="comma-separated, of: " + ", ".join(SWEEP_METHOD_NAMES)

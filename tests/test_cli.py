@@ -260,3 +260,11 @@ def test_imatrix_writes_a_file_that_export_gguf_uses_and_a_model_file_is_refused
     assert weighted.read_bytes() != (tmp_path / "plain.gguf").read_bytes()  # same types, other blocks
     code = cli.main(["export-gguf", "--imatrix", str(weighted), str(tmp_path / "x.gguf")])
     assert code == 2 and "not an importance matrix" in capsys.readouterr().err
+    # ppl takes the same file: the same mix, other blocks, so another perplexity on the same tokens
+    mix = ("ppl", "--method", "gguf", "--format", "Q3_K_M", "--max-tokens", "1024", "--json")
+    code, with_imatrix = run(capsys, *mix, "--imatrix", summary["path"])
+    code_plain, without = run(capsys, *mix)
+    assert code == code_plain == 0 and with_imatrix["imatrix"] == summary["path"] and "imatrix" not in without
+    assert with_imatrix["tokens"] == without["tokens"] and with_imatrix["ppl"] != without["ppl"]
+    assert cli.main(["ppl", "--method", "rtn", "--imatrix", summary["path"]]) == 2
+    assert "use it with --method gguf" in capsys.readouterr().err
