@@ -5,7 +5,7 @@ modules import each other, directly or round a longer loop (imports inside funct
               metrics)
     data     beside formats                     the corpus, tokenizer, calibration batches
     methods                                     quantization methods, arrays in, arrays out: no model code
-    model                                       torch: load, walk, capture, quantize_model, folds, hooks
+    model    (and training)                     torch: load, walk, capture, quantize_model, folds, hooks; QAT
     eval                                        perplexity, divergence, sweeps, footprints
     top      viz, cli, notebook, the package    what a learner or a terminal calls
 
@@ -35,7 +35,7 @@ LAYER_OF_PREFIX = {
     "qtutor.kernels": "formats", "qtutor.ops": "formats", "qtutor.metrics": "formats",
     "qtutor.data": "data",
     "qtutor.methods": "methods", "qtutor.synth": "methods",
-    "qtutor.model": "model", "qtutor.zoo": "model",
+    "qtutor.model": "model", "qtutor.zoo": "model", "qtutor.training": "model",
     "qtutor.eval": "eval",
     "qtutor.viz": "top", "qtutor.cli": "top", "qtutor.notebook": "top", "qtutor.check": "top",
     "qtutor.course": "top", "qtutor": "top",
