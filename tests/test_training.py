@@ -16,7 +16,9 @@ WINDOW = dict(ctx=256, stride=128, max_tokens=4096, progress=False)
 
 def test_qat_int2_beats_rtn_on_the_tiny_model():
     """Measured (4096 test tokens): float 194.4; RTN INT2 g64 209.4 (+7.7 %); LSQ QAT, 60 steps of 8 x 256 train
-    tokens at lr 1e-4, 198.1 (+1.9 %). Here 40 steps; the change must be less than half RTN's, outside the noise."""
+    tokens at lr 1e-4, 198.1 (+1.9 %). Here 40 steps; the change must be less than half RTN's, outside the noise.
+    Part of the gain is plain further training (the tiny model was trained briefly: the float model itself gains
+    3.2 % in 200 such steps, QAT INT2 1.35 %), so this checks the artefact QAT ships, not QAT against GPTQ."""
     torch.manual_seed(0)
     model, tokenizer = qt.load_model("tiny")
     base = score(model, tokenizer, **WINDOW)
