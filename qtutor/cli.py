@@ -281,7 +281,7 @@ def ppl_command(args: argparse.Namespace) -> dict:
     if args.imatrix is not None:  # checked, and a bad file refused, before the model loads
         from qtutor.methods.gguf.imatrix import load as load_imatrix
 
-        if method != "gguf":
+        if method is None or declaration(method).replace is None:  # only a whole-model mix takes one
             raise ValueError(f"--imatrix weights the blocks of GGUF types: use it with --method gguf --format "
                              f"Q4_K_M (or another mix), not --method {args.method}")
         weighting["imatrix"] = load_imatrix(args.imatrix)
