@@ -87,6 +87,16 @@ def find_layer(model: Any, name: str) -> LinearLayer:
     return layer
 
 
+def replace_module(model: Any, name: str, replacement: Any) -> Any:
+    """Put ``replacement`` where the submodule ``name`` (dotted, as ``named_modules`` gives it) is, and return
+    the module it replaced (to put back later, or to read)."""
+    parent_name, _, attribute = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    original = getattr(parent, attribute)
+    setattr(parent, attribute, replacement)
+    return original
+
+
 def on_device(layer: LinearLayer) -> bool:
     """True when the layer's weight lives on a CUDA device and CuPy can work on it there."""
     from qtutor.backend import has_gpu

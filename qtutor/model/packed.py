@@ -135,8 +135,6 @@ class DequantizeLinear(torch.nn.Module):
         W = linear.weight.detach().float().cpu().numpy()
         self.in_features, self.out_features, self.group_size = linear.in_features, linear.out_features, group_size
         self.bias = linear.bias
-        if self.in_features % group_size:
-            raise ValueError(f"group_size={group_size} does not divide the rows (K={self.in_features})")
         q = quantize_tensor(W, fmt="int4", group_size=group_size, sym=False)
         groups = (self.out_features, self.in_features // group_size, 1)
         self.register_buffer("codes", torch.from_numpy(q.codes.astype(np.uint8).reshape(*groups[:2], group_size)))
@@ -187,7 +185,7 @@ def packed_linears(model: Any, fmt: str = "int4", group_size: int = 64, activati
     whose shape the int4 kernel cannot read stays float, listed in ``report.skipped``. GPT-2's Conv1D layers
     (weights stored transposed) are left as they are. ``kernel=False`` (``"int4"`` only): the layers become
     :class:`DequantizeLinear`, the same codes dequantized on every call, for the speed of a format without one."""
-    from qtutor.model import linear_layers
+    from qtutor.model import linear_layers, replace_module
 
     if not kernel:
         if fmt != "int4":
@@ -203,7 +201,7 @@ def packed_linears(model: Any, fmt: str = "int4", group_size: int = 64, activati
         raise ValueError(f"group_size={group_size}: torch's int4 kernel reads groups of "
                          f"{', '.join(map(str, INT4_GROUP_SIZES))}")
     dtype = getattr(torch, activations) if isinstance(activations, str) else activations
-    swapped = []  # (parent module, attribute, original)
+    swapped = []  # (layer name, original module)
     try:
         for layer in linear_layers(model):
             if layer.role not in roles or layer.transposed:
@@ -212,16 +210,13 @@ def packed_linears(model: Any, fmt: str = "int4", group_size: int = 64, activati
             if problem:
                 report.skipped[layer.name] = problem
                 continue
-            parent_name, _, attribute = layer.name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
             packed = (PackedLinear(layer.module, fmt, group_size, dtype) if kernel
                       else DequantizeLinear(layer.module, group_size))
-            setattr(parent, attribute, packed)
-            swapped.append((parent, attribute, layer.module))
+            swapped.append((layer.name, replace_module(model, layer.name, packed)))
             report.layers.append(layer.name)
             report.packed_bytes += sum(b.numel() * b.element_size() for b in packed.buffers())
             report.float32_bytes += 4 * layer.in_features * layer.out_features
         yield report
     finally:
-        for parent, attribute, original in reversed(swapped):
-            setattr(parent, attribute, original)
+        for name, original in reversed(swapped):
+            replace_module(model, name, original)

@@ -173,17 +173,15 @@ def prepare(model: Any, fmt: str = "int4", group_size: int = 64, sym: bool = Fal
             roles: tuple[str, ...] = ROLES) -> QATReport:
     """Put a :class:`QATLinear` in place of every ``nn.Linear`` of ``roles`` (torchao's "prepare" step); the model
     then trains as usual, through its rounding. Undo with :func:`convert` (quantized weights) or by reloading."""
-    from qtutor.model import linear_layers
+    from qtutor.model import linear_layers, replace_module
 
     report = QATReport(fmt=fmt, group_size=group_size, sym=sym, step=step)
     layers = [layer for layer in linear_layers(model) if layer.role in roles and not layer.transposed]
     if not layers:
         raise ValueError(f"the model has no linear layers of roles {', '.join(roles)} to train through rounding")
     for layer in layers:
-        parent_name, _, attribute = layer.name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
         replacement = QATLinear(layer.module, fmt, group_size, sym, step)
-        setattr(parent, attribute, replacement)
+        replace_module(model, layer.name, replacement)
         report.layers.append(layer.name)
         report.added_parameters += sum(p.numel() for name, p in replacement.named_parameters()
                                        if name not in ("weight", "bias"))
@@ -194,6 +192,8 @@ def convert(model: Any) -> dict[str, QuantizedTensor]:
     """Replace every :class:`QATLinear` by a plain ``nn.Linear`` holding its fake-quantized weight Ŵ (torchao's
     "convert" step), and return each layer's :class:`~qtutor.tensor.QuantizedTensor`, whose ``dequantize()`` is
     that weight exactly."""
+    from qtutor.model import replace_module
+
     tensors = {}
     for name, module in list(model.named_modules()):
         if not isinstance(module, QATLinear):
@@ -205,6 +205,5 @@ def convert(model: Any) -> dict[str, QuantizedTensor]:
             plain.weight.copy_(torch.from_numpy(tensors[name].dequantize()))
             if module.bias is not None:
                 plain.bias.copy_(module.bias)
-        parent_name, _, attribute = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, attribute, plain)
+        replace_module(model, name, plain)
     return tensors
