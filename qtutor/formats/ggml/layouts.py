@@ -28,6 +28,16 @@ Non-linear and ternary types (:mod:`iquants`: codes index a table of 16 levels, 
     IQ4_XS  d:f16 | scales_h:u16 | scales_l[4] | qs[128]    w = d * (l - 32) * kvalues[q]  8 x 32, 4.25
     TQ1_0   qs[48] (5 trits a byte) | qh[4] (4 trits) | d:f16     w = d * (t - 1)       256, 1.6875
     TQ2_0   qs[64] (4 trits a byte) | d:f16                       w = d * (t - 1)       256, 2.0625
+
+Lattice types (codes index a grid of points of 8 or 4 values, the signs stored apart; :mod:`lattice`):
+
+    IQ3_XXS  d:f16 | qs[96] (64 grid indices, then 8 x 32 bits of 4 x 7-bit signs + 4-bit scale)   256, 3.0625
+    IQ3_S    d:f16 | qs[64] | qh[8] (9th index bit) | signs[32] | scales[4] (8 x 4-bit)           256, 3.4375
+    IQ2_XXS  d:f16 | qs:u16[32] (8 x 32 bits of 4 x 8-bit indices, then 4 x 7-bit signs + 4-bit scale)  2.0625
+    IQ2_XS   d:f16 | qs:u16[32] (9-bit index + 7-bit signs) | scales[8] (16 x 4-bit)           256, 2.3125
+    IQ2_S    d:f16 | qs[64] (32 index bytes, then 32 sign bytes) | qh[8] | scales[8]          256, 2.5625
+    IQ1_S    d:f16 | qs[32] (low 8 index bits) | qh:u16[8] (4 x 3 high index bits, 3-bit scale, delta sign)  1.5625
+    IQ1_M    qs[32] | qh[16] | scales[8] (3-bit scales; the fp16 d spread over their top nibbles)    256, 1.75
 """
 from __future__ import annotations
 
@@ -52,6 +62,13 @@ BLOCK = {
     "IQ4_XS": np.dtype([("d", "<f2"), ("scales_h", "<u2"), ("scales_l", "u1", 4), ("qs", "u1", 128)]),
     "TQ1_0": np.dtype([("qs", "u1", 48), ("qh", "u1", 4), ("d", "<f2")]),
     "TQ2_0": np.dtype([("qs", "u1", 64), ("d", "<f2")]),
+    "IQ3_XXS": np.dtype([("d", "<f2"), ("qs", "u1", 96)]),
+    "IQ3_S": np.dtype([("d", "<f2"), ("qs", "u1", 64), ("qh", "u1", 8), ("signs", "u1", 32), ("scales", "u1", 4)]),
+    "IQ2_XXS": np.dtype([("d", "<f2"), ("qs", "<u2", 32)]),
+    "IQ2_XS": np.dtype([("d", "<f2"), ("qs", "<u2", 32), ("scales", "u1", 8)]),
+    "IQ2_S": np.dtype([("d", "<f2"), ("qs", "u1", 64), ("qh", "u1", 8), ("scales", "u1", 8)]),
+    "IQ1_S": np.dtype([("d", "<f2"), ("qs", "u1", 32), ("qh", "<u2", 8)]),
+    "IQ1_M": np.dtype([("qs", "u1", 32), ("qh", "u1", 16), ("scales", "u1", 8)]),
 }
 
 WEIGHTS_PER_BLOCK = {name: (QK if name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4", "IQ4_NL") else QK_K)
