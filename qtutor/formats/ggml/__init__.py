@@ -41,7 +41,7 @@ def type_names() -> list[str]:
 
 def check_type(name: str) -> str:
     key = str(name).upper()
-    if key not in BLOCK:
+    if key not in TYPES:
         raise ValueError(f"unknown ggml type {name!r}; the block types are: {', '.join(TYPES)} "
                          f"(mixes such as Q4_K_M are applied to whole models: qtutor.methods.gguf.mixes)")
     return key

@@ -50,15 +50,17 @@ def apply_mix(model: Any, mix: str = "Q4_K_M", progress: bool = False, imatrix: 
     """Replace the model's 2-D weights by their GGUF round trip under ``mix``; ``restore()`` undoes it.
 
     ``imatrix`` (:class:`~qtutor.methods.gguf.imatrix.ImportanceMatrix`) weights the block fits of every tensor
-    it covers whose type takes one (the K-quants, IQ4_NL, IQ4_XS: byte-identical with llama.cpp's); the legacy
-    and ternary types round as without it (llama.cpp also weights Q4_0 ... Q8_0 by it, which qtutor does not)."""
+    it covers whose type takes one (the K-quants and i-quants: byte-identical with llama.cpp's); the legacy and
+    ternary types round as without it (llama.cpp also weights Q4_0 ... Q8_0 by it, which qtutor does not). The
+    IQ1/IQ2 mixes and IQ3_XXS need one, as in llama.cpp (``mixes.check_imatrix_needed``)."""
     import torch
     from tqdm.auto import tqdm
 
     mix = mixes.check_mix(mix)
     parameters = {gguf_name(name): p for name, p in model.named_parameters()
                   if gguf_name(name) is not None and p.ndim == 2}
-    types = mixes.assign_types(mix, {name: tuple(p.shape) for name, p in parameters.items()})
+    types = mixes.assign_types(mix, {name: tuple(p.shape) for name, p in parameters.items()}, imatrix is not None)
+    mixes.check_imatrix_needed(mix, types, imatrix)
     if imatrix is not None:
         imatrix.check_shapes({name: tuple(p.shape) for name, p in parameters.items()})
     report = MixReport(mix, types)

@@ -106,7 +106,8 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, mix: str = "Q4_K_M
     mix = mixes.check_mix(mix)
     config = model.config
     tensors = model_tensors(model)
-    types = mixes.assign_types(mix, {name: array.shape for name, array in tensors.items()})
+    types = mixes.assign_types(mix, {name: array.shape for name, array in tensors.items()}, imatrix is not None)
+    mixes.check_imatrix_needed(mix, types, imatrix)
     if imatrix is not None:
         imatrix.check_shapes({name: array.shape for name, array in tensors.items()})
     writer = gguf.GGUFWriter(str(path), "llama")

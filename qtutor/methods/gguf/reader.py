@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from qtutor.formats.ggml.layouts import BLOCK
+from qtutor.formats.ggml import TYPES
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)  # version 2 and 3 share this layout (3 added big-endian files, which we refuse)
@@ -59,7 +59,7 @@ GGML_TYPES = {
     39: ("MXFP4", 32, 17), 40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
 }
 FLOAT_TYPES = ("F32", "F16", "BF16")
-DEQUANTIZABLE = FLOAT_TYPES + tuple(BLOCK)
+DEQUANTIZABLE = FLOAT_TYPES + tuple(TYPES)
 
 # metadata value type id -> (name, struct format of one scalar; None for string and array)
 VALUE_TYPES = {
@@ -249,7 +249,7 @@ def dequantize_tensor(tensor: TensorInfo) -> np.ndarray:
     elif kind == "BF16":
         # bfloat16 is the top half of a float32: put its 16 bits back on top
         values = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
-    elif kind in BLOCK:
+    elif kind in TYPES:
         values = dequantize(raw, kind)
     else:
         raise ValueError(f"tensor {tensor.name!r} is stored as {kind}, which qtutor cannot dequantize; it reads "
