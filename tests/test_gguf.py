@@ -116,7 +116,7 @@ def test_q4_k_m_gives_more_bits_where_llama_cpp_does():
     small = mixes.assign_types("Q4_K_M", {"blk.0.attn_q.weight": (64, 96), "output.weight": (100, 96)})
     assert small == {"blk.0.attn_q.weight": "Q5_0", "output.weight": "Q8_0"}  # llama.cpp's fallbacks
     low = mixes.assign_types("Q2_K", {"blk.0.attn_q.weight": (64, 96), "blk.0.ffn_down.weight": (64, 40)})
-    assert low == {"blk.0.attn_q.weight": "IQ4_NL", "blk.0.ffn_down.weight": "F16"}  # 40 is not a multiple of 32
+    assert low == {"blk.0.attn_q.weight": "Q4_0", "blk.0.ffn_down.weight": "F16"}  # 40 is not a multiple of 32
 
 
 def test_bad_input_is_a_clear_error():
@@ -138,8 +138,9 @@ def test_every_ggml_block_type_is_a_format_whose_tensor_holds_the_bytes_llama_cp
     assert not set(qt.formats.block_types()) & set(qt.formats.names())
     for name in qt.formats.block_types():
         fmt = qt.formats.get(name.upper())
-        q = fmt.encode(W)
-        assert np.array_equal(q.codes, gguf.quantize(W, fmt.key)) and q.format is fmt
+        importance = np.ones(512, np.float32) if fmt.key in ggml.REQUIRES_IMATRIX else None  # ggml's rule
+        q = fmt.encode(W, imatrix=importance)
+        assert np.array_equal(q.codes, gguf.quantize(W, fmt.key, importance)) and q.format is fmt
         np.testing.assert_array_equal(q.dequantize(), gguf.dequantize(q.codes, fmt.key))
         assert q.bits_per_weight == fmt.bits_per_weight() == gguf.block_info(fmt.key)[2]
     # RTN through the common entry point gives the same blocks

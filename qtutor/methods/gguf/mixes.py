@@ -63,11 +63,11 @@ FTYPES = {"Q2_K": ("Q2_K", 10), "Q3_K_S": ("Q3_K", 11), "Q3_K_M": ("Q3_K", 12), 
 FLOAT_TYPES = ("F32", "F16", "BF16")
 
 # a K-type tensor whose rows are not a multiple of 256 (all of SmolLM2's but ffn_down: its rows are 576 long)
-# gets a 32-block type instead (llama_tensor_get_type, "convert_incompatible_tensor"), and F16 if even that does
-# not divide. Q2_K and Q3_K go to IQ4_NL (the non-linear 4-bit type: 4.5 bits, as Q4_0, with less error on
-# bell-shaped weights), as llama.cpp did from 2024 (8784689f); llama.cpp at 007dbbf3 sends them to Q4_0 again.
-# The i-quants go to IQ4_NL, the ternary types to Q4_0, in both.
-FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
+# gets a 32-block type instead (tensor_type_fallback), and F16 if even that does not divide: Q2_K, Q3_K and the
+# ternary types go to Q4_0, the i-quants to IQ4_NL (the non-linear 4-bit type: Q4_0's 4.5 bits with less error on
+# bell-shaped weights). Checked by running llama.cpp's own quantizer on SmolLM2 (tools/llamacpp_quantize.py);
+# llama.cpp versions of 2024-2025 sent Q2_K and Q3_K to IQ4_NL too.
+FALLBACK = {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
             "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL",
             "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL", "IQ4_XS": "IQ4_NL", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0"}
 
