@@ -1,5 +1,5 @@
 """ggml's block types (llama.cpp's Q4_0 ... Q8_0, MXFP4, the K-quants Q2_K ... Q6_K, the non-linear IQ4_NL and
-IQ4_XS, the ternary TQ1_0 and TQ2_0) as number formats.
+IQ4_XS, the ternary TQ1_0 and TQ2_0, the lattice i-quants IQ3_XXS ... IQ1_M) as number formats.
 
     fmt = qt.formats.get("Q4_K")             # a Format like int4 or nf4, with its own fixed block
     q = fmt.encode(W)                        # codes = the bytes llama.cpp stores, (rows, bytes per row)
@@ -7,8 +7,8 @@ IQ4_XS, the ternary TQ1_0 and TQ2_0) as number formats.
     data = ggml.quantize(W, "Q4_K")          # the same bytes as a plain uint8 array; ggml.dequantize(data, "Q4_K")
 
 A ggml type differs from the element formats in one way: its scales are not a separate array but bytes inside
-each block, next to the packed codes (``layouts`` declares every block; ``legacy``, ``kquants`` and ``iquants``
-fill them).
+each block, next to the packed codes (``layouts`` declares every block; ``legacy``, ``kquants``, ``iquants`` and
+the lattice types' ``iq3``, ``iq2``, ``iq1`` (their grids: ``lattice``) fill them).
 So a QuantizedTensor of a ggml type keeps the raw block bytes in ``codes`` and nothing in ``scales``; its size
 is the size of those bytes. Which tensor of a model gets which type (Q4_K_M and the other mixes) is a
 *method*: :mod:`qtutor.methods.gguf`.
@@ -23,16 +23,22 @@ from typing import Any
 import numpy as np
 
 from qtutor.formats.base import Format, as_float32, check_finite
-from qtutor.formats.ggml import iquants, kquants, legacy
+from qtutor.formats.ggml import iq1, iquants, kquants, legacy
 from qtutor.formats.ggml.layouts import BLOCK, WEIGHTS_PER_BLOCK, bits_per_weight
 from qtutor.tensor import QuantizedTensor
 
 TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-         "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
+         "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ1_S", "IQ1_M")
 KERNEL_TYPES = TYPES[:11]  # the types kernels/gguf.cu dequantizes on a GPU (the others decode on the host)
 # the types that store no minimum (no offset) per block
-SYMMETRIC = ("Q4_0", "Q5_0", "Q8_0", "MXFP4", "Q3_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
-CODE_BITS = {"MXFP4": 4, "IQ4_NL": 4, "IQ4_XS": 4, "TQ1_0": 2, "TQ2_0": 2}  # else the digit after the Q
+SYMMETRIC = ("Q4_0", "Q5_0", "Q8_0", "MXFP4", "Q3_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ1_S", "IQ1_M")
+CODE_BITS = {"MXFP4": 4, "IQ4_NL": 4, "IQ4_XS": 4, "TQ1_0": 2, "TQ2_0": 2, "IQ1_S": 1, "IQ1_M": 1}  # else Q's digit
+# every type's quantizer (blocks, imatrix) and dequantizer (structured blocks -> float32 (n_blocks, weights))
+QUANTIZERS = {**kquants.QUANTIZE, **iquants.QUANTIZE, **iq1.QUANTIZE}
+DEQUANTIZERS = {**kquants.DEQUANTIZE, **iquants.DEQUANTIZE, **iq1.DEQUANTIZE}
+TAKES_IMATRIX = (*kquants.QUANTIZE, *iquants.TAKES_IMATRIX, *iq1.QUANTIZE)
+# ggml quantizes these only with an importance matrix (ggml_quantize_requires_imatrix)
+REQUIRES_IMATRIX = ("IQ1_S", "IQ1_M")
 
 
 def type_names() -> list[str]:
@@ -71,7 +77,8 @@ def _as_rows(W: Any, key: str) -> np.ndarray:
 def quantize(W: Any, type_name: str, imatrix: Any = None) -> np.ndarray:
     """ggml bytes of ``W`` (rows x cols, float32): uint8 array (rows, cols / block * bytes per block).
 
-    ``imatrix``: per-column importance (mean squared activation of each input), for the K-quants, IQ4_NL, IQ4_XS."""
+    ``imatrix``: per-column importance (mean squared activation of each input), for the K-quants and i-quants
+    (TAKES_IMATRIX); the IQ1 and IQ2 types need one (REQUIRES_IMATRIX)."""
     key = check_type(type_name)
     W = _as_rows(W, key)
     rows, cols = W.shape
@@ -79,14 +86,16 @@ def quantize(W: Any, type_name: str, imatrix: Any = None) -> np.ndarray:
     if imatrix is not None:
         if not takes_imatrix(key):
             raise ValueError(f"{key}: ggml does not use an importance matrix for this type; it applies to "
-                             f"{', '.join((*kquants.QUANTIZE, *iquants.TAKES_IMATRIX))}")
+                             f"{', '.join(TAKES_IMATRIX)}")
         imatrix = check_imatrix(imatrix, cols)
+    elif key in REQUIRES_IMATRIX:
+        raise ValueError(f"{key}: ggml (and llama.cpp) quantize {key} only with an importance matrix, one entry "
+                         f"per input column: at these bits an unweighted fit ruins the layer. Get one with "
+                         f"importance_matrix(X) from the layer's inputs X, or `qtutor imatrix --model M OUT`")
     if key in legacy.QUANTIZE:
         structured = legacy.QUANTIZE[key](blocks)
-    elif key in iquants.QUANTIZE:
-        structured = iquants.QUANTIZE[key](blocks, imatrix=imatrix)
     else:
-        structured = kquants.QUANTIZE[key](blocks, imatrix=imatrix)
+        structured = QUANTIZERS[key](blocks, imatrix=imatrix)
     return structured.view(np.uint8).reshape(rows, -1)
 
 
@@ -106,7 +115,7 @@ def dequantize(data: Any, type_name: str, shape: tuple[int, int] | None = None) 
     if key in legacy.QUANTIZE:
         values = legacy.dequantize(structured, key)
     else:
-        values = (iquants.DEQUANTIZE if key in iquants.DEQUANTIZE else kquants.DEQUANTIZE)[key](structured)
+        values = DEQUANTIZERS[key](structured)
     rows = shape[0] if shape is not None else (data.shape[0] if data.ndim == 2 else 1)
     out = values.astype(np.float32).reshape(rows, -1)
     if shape is not None and out.shape != tuple(shape):
@@ -146,8 +155,7 @@ def quantize_tensor(W: Any, type_name: str, imatrix: Any = None) -> QuantizedTen
 
 def takes_imatrix(type_name: str) -> bool:
     """Whether qtutor's quantizer of this type uses an importance matrix (as ggml's does, byte for byte)."""
-    key = check_type(type_name)
-    return key in kquants.QUANTIZE or key in iquants.TAKES_IMATRIX
+    return check_type(type_name) in TAKES_IMATRIX
 
 
 def check_imatrix(imatrix: Any, columns: int) -> np.ndarray:
@@ -208,7 +216,7 @@ class GGMLType(Format):
 
     def encode(self, x: Any, group_size: int | None = "default", sym: bool | None = None,
                imatrix: Any = None) -> QuantizedTensor:
-        """The ggml blocks of ``x (rows, cols)``; ``imatrix`` (one importance per column) for the K-quants."""
+        """The ggml blocks of ``x (rows, cols)``; ``imatrix`` (one importance per column) for the K- and i-quants."""
         self.resolve_sym(sym)
         if group_size not in ("default", self.block):
             raise ValueError(f"{self.name} has fixed blocks of {self.block} weights along a row; "
