@@ -101,7 +101,7 @@ def _write_small_file(path, alignment: int | None = None):
         writer.add_tensor(name, data, raw_dtype=T[type_name])
     iq4_nl = qgguf.quantize(np.random.default_rng(5).standard_normal((2, 64)).astype(np.float32), "IQ4_NL")
     writer.add_tensor("iq4_nl", iq4_nl, raw_dtype=T.IQ4_NL)
-    writer.add_tensor("iq2_xxs", np.zeros((2, 66), dtype=np.uint8), raw_dtype=T.IQ2_XXS)  # a type we cannot expand
+    writer.add_tensor("q8_1", np.zeros((2, 40), dtype=np.uint8), raw_dtype=T.Q8_1)  # a type we cannot expand
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -124,14 +124,14 @@ def test_a_file_written_by_gguf_writer_reads_back(tmp_path, alignment):
         mine = ours.tensors[tensor.name]
         assert mine.offset == tensor.data_offset and mine.offset % ours.alignment == 0
         assert np.array_equal(mine.data.reshape(-1), np.asarray(tensor.data).view(np.uint8).reshape(-1))
-        if tensor.name != "iq2_xxs":
+        if tensor.name != "q8_1":
             assert np.array_equal(dequantize_tensor(mine), gguf_dequantize(tensor.data, tensor.tensor_type))
     assert ours.tensors["vector"].ne == (7,) and ours.tensors["q4_k"].ne == (256, 4)
     assert np.array_equal(ours.dequantize("f32"), originals["f32"])  # F32 and F16 round-trip exactly
     assert np.array_equal(ours.dequantize("f16"), originals["f16"].astype(np.float16).astype(np.float32))
     assert np.array_equal(ours.dequantize("q4_k"), qgguf.dequantize(qgguf.quantize(originals["q4_k"], "Q4_K"), "Q4_K"))
-    with pytest.raises(ValueError, match=r"tensor 'iq2_xxs' is stored as IQ2_XXS, which qtutor cannot dequantize"):
-        ours.dequantize("iq2_xxs")
+    with pytest.raises(ValueError, match=r"tensor 'q8_1' is stored as Q8_1, which qtutor cannot dequantize"):
+        ours.dequantize("q8_1")
     with pytest.raises(KeyError, match="has no tensor 'nope'"):
         ours.dequantize("nope")
 

@@ -48,7 +48,7 @@ for _name in ("nf4", "bnb_fp4"):
 # ggml's block types (its MXFP4 block is "ggml_mxfp4": "mxfp4" above is the OCP format, the same numbers)
 for _name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "ggml_MXFP4", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
               "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S",
-              "IQ1_S", "IQ1_M"):  # ggml.TYPES, in its order (tests/test_gguf.py checks)
+              "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M"):  # ggml.TYPES, in its order (tests/test_gguf.py checks)
     register(_name.lower(), _from("ggml", _name), block_type=True)
 del _bits, _name
 

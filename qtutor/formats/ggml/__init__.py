@@ -23,24 +23,28 @@ from typing import Any
 import numpy as np
 
 from qtutor.formats.base import Format, as_float32, check_finite
-from qtutor.formats.ggml import iq1, iq3, iquants, kquants, legacy
+from qtutor.formats.ggml import iq1, iq2, iq3, iquants, kquants, legacy
 from qtutor.formats.ggml.layouts import BLOCK, WEIGHTS_PER_BLOCK, bits_per_weight
 from qtutor.tensor import QuantizedTensor
 
 TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-         "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M")
+         "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S",
+         "IQ1_S", "IQ1_M")
 KERNEL_TYPES = TYPES[:11]  # the types kernels/gguf.cu dequantizes on a GPU (the others decode on the host)
 # the types that store no minimum (no offset) per block
 SYMMETRIC = ("Q4_0", "Q5_0", "Q8_0", "MXFP4", "Q3_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S",
-             "IQ1_S", "IQ1_M")
+             "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M")
 CODE_BITS = {"MXFP4": 4, "IQ4_NL": 4, "IQ4_XS": 4, "TQ1_0": 2, "TQ2_0": 2, "IQ3_XXS": 3, "IQ3_S": 3,
-             "IQ1_S": 1, "IQ1_M": 1}  # else Q's digit
+             "IQ2_XXS": 2, "IQ2_XS": 2, "IQ2_S": 2, "IQ1_S": 1, "IQ1_M": 1}  # else Q's digit
 # every type's quantizer (blocks, imatrix) and dequantizer (structured blocks -> float32 (n_blocks, weights))
-QUANTIZERS = {**kquants.QUANTIZE, **iquants.QUANTIZE, **iq3.QUANTIZE, **iq1.QUANTIZE}
-DEQUANTIZERS = {**kquants.DEQUANTIZE, **iquants.DEQUANTIZE, **iq3.DEQUANTIZE, **iq1.DEQUANTIZE}
-TAKES_IMATRIX = (*kquants.QUANTIZE, *iquants.TAKES_IMATRIX, *iq3.QUANTIZE, *iq1.QUANTIZE)
-# ggml quantizes these only with an importance matrix (ggml_quantize_requires_imatrix)
-REQUIRES_IMATRIX = ("IQ1_S", "IQ1_M")
+QUANTIZERS = {**kquants.QUANTIZE, **iquants.QUANTIZE, **iq3.QUANTIZE, **iq2.QUANTIZE, **iq1.QUANTIZE}
+DEQUANTIZERS = {**kquants.DEQUANTIZE, **iquants.DEQUANTIZE, **iq3.DEQUANTIZE, **iq2.DEQUANTIZE,
+                **iq1.DEQUANTIZE}
+TAKES_IMATRIX = (*kquants.QUANTIZE, *iquants.TAKES_IMATRIX, *iq3.QUANTIZE, *iq2.QUANTIZE, *iq1.QUANTIZE)
+# quantized only with an importance matrix: ggml's IQ2_XXS, IQ2_XS and IQ1_S need one
+# (ggml_quantize_requires_imatrix); its IQ2_S and IQ1_M fall back to weights of their own, a path llama.cpp never
+# takes (llama-quantize refuses these types without a matrix) and qtutor does not reproduce
+REQUIRES_IMATRIX = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M")
 
 
 def type_names() -> list[str]:

@@ -77,7 +77,7 @@ WEIGHTS_PER_BLOCK = {name: (QK if name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0
 # which bytes of a block play which role (for the block-anatomy figure): field -> role
 ROLE = {"d": "scale", "dmin": "min", "m": "min", "e": "scale", "scales": "sub-block scales", "qs": "quants",
         "ql": "quants", "qh": "high bits", "hmask": "high bits", "scales_h": "sub-block scales",
-        "scales_l": "sub-block scales"}
+        "scales_l": "sub-block scales", "signs": "signs"}
 
 
 def bits_per_weight(name: str) -> float:
