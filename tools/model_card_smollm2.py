@@ -203,7 +203,7 @@ def write_card(card: dict, seconds: float) -> None:
         "",
         "Two things here differ from what the same mixes do to a model whose rows are multiples of 256. Every",
         "576-wide tensor (all of q/k/v/o, gate, up and the embedding) falls back to a legacy type, as llama.cpp does",
-        "(Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0), so the bits per weight are far above the mixes' names: Q6_K is",
+        "(Q2_K, Q3_K → Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0), so the bits per weight are far above the mixes' names: Q6_K is",
         "nearly Q8_0. And a larger mix can lose more than a smaller one: **Q5_K_M is worse than Q4_K_M** on this",
         "model. The float weights are Q4_1 (16 levels, a scale and a minimum per 32 weights), and Q4_K's sub-blocks",
         "have that same shape, so Q4_K can re-express much of the Q4_1 grid, while Q5_K's and Q5_1's 32 levels do",
