@@ -12,6 +12,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 MEASUREMENTS = {"smollm2": HERE / "smollm2_measurements.json"}
 LAYER_ERRORS = {"smollm2": HERE / "smollm2_layer_errors.json"}
+IQUANTS = {"smollm2": HERE / "smollm2_iquants.json"}
 
 
 def _stored(files: dict[str, Path], model: str, what: str, tool: str) -> dict:
@@ -39,4 +40,13 @@ def layer_errors(model: str = "smollm2") -> dict:
     return _stored(LAYER_ERRORS, model, "layer errors", "tools/layer_errors_smollm2.py")
 
 
-__all__ = ["layer_errors", "measurements"]
+def iquants(model: str = "smollm2") -> dict:
+    """llama.cpp's i-quant, ternary and low K-quant mixes on a model (written by ``python tools/iquants_smollm2.py``):
+    ``imatrix_study``, Q2_K / Q3_K_M / IQ3_XXS / IQ2_XS without an importance matrix (a uniform one for the
+    i-quants, which llama.cpp refuses without) and with one from the wiki train split, the news text and the
+    evaluated text itself; ``mixes``, every mix with the wiki matrix. Each row: bits per weight, perplexity
+    ± standard error, change from float ± paired standard error, KL and same-top-token rate."""
+    return _stored(IQUANTS, model, "i-quant measurements", "tools/iquants_smollm2.py")
+
+
+__all__ = ["iquants", "layer_errors", "measurements"]
