@@ -140,11 +140,12 @@ for mix in ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", 
 #
 # | the rule asks for | Q2_K, Q3_K | Q4_K | Q5_K | Q6_K |
 # |---|---|---|---|---|
-# | 576-wide rows get | IQ4_NL | Q5_0 | Q5_1 | Q8_0 |
+# | 576-wide rows get | Q4_0 | Q5_0 | Q5_1 | Q8_0 |
 #
-# Only `ffn_down` reads the 1536-wide MLP activations (1536 = 6 × 256) and keeps its K type. IQ4_NL is Q4_0's
-# size (a fp16 scale and 32 four-bit codes) with 16 *non-uniform* levels, denser near zero, in place of Q4_0's
-# evenly spaced ones; earlier llama.cpp versions used Q4_0 there. Q4_K_M, tensor kind by tensor kind:
+# Only `ffn_down` reads the 1536-wide MLP activations (1536 = 6 × 256) and keeps its K type. (llama.cpp versions
+# of 2024-2025 sent Q2_K and Q3_K to IQ4_NL, a 4-bit type of Q4_0's size with non-uniform levels; today's send
+# them to Q4_0 again. qtutor follows today's, checked by running llama.cpp's own quantizer on SmolLM2:
+# `tools/llamacpp_quantize.py`.) Q4_K_M, tensor kind by tensor kind:
 
 # %%
 smol, smol_tokenizer = qt.load_model("smollm2")
@@ -197,7 +198,7 @@ for mix in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K", "Q4_1", "Q4_0"
 
 # %% [markdown]
 # Bits per weight over the linear layers (as stored and as designed) and over the whole model. On SmolLM2 the
-# names mislead: "Q2_K" is an IQ4_NL model with Q3_K in `ffn_down`, "Q3_K_M" is IQ4_NL with upgrades, and Q4_K_M is
+# names mislead: "Q2_K" is a Q4_0 model with Q3_K in `ffn_down`, "Q3_K_M" is Q4_0 with upgrades, and Q4_K_M is
 # mostly Q5_0, more bits than the same mix gives a 7B model (the table above).
 #
 # ## SmolLM2's own file is a GGUF of type Q4_1
@@ -430,16 +431,15 @@ print(f"Q5_K_M against Q4_K_M, token by token: {qt.notebook.percent(q5_vs_q4['de
 # * **Below 4 bits, RTN breaks**: INT3 in groups of 64 is the worst point by far. No mix here goes below 4.2 bits
 #   over the linear layers, because the 2- and 3-bit K types cannot store 576-wide rows.
 #
-# Q2_K, Q3_K_M and Q6_K are left out to keep the notebook within its time (Q2_K and Q3_K_M, whose 576-wide
-# tensors take IQ4_NL's 16-scale search, are the costliest mixes to apply here). Exercise 1 measures them.
+# Q2_K, Q3_K_M and Q6_K are left out to keep the notebook within its time; exercise 1 measures them.
 #
 # ## Exercises
 #
 # 1. Reload SmolLM2 (`del file_model`, then `smol, smol_tokenizer = qt.load_model("smollm2")`: a mix re-rounds
 #    whatever weights it is given, and `file_model` holds the Q4_K_M ones), measure Q2_K, Q3_K_M and Q6_K with
 #    `evaluate(smol, smol_tokenizer, "gguf", mix, **window, baseline=float_score, keep_score=True)` and add them
-#    to the figure. Predict first, from the mix table, where each lands: Q2_K against Q4_0 (IQ4_NL is Q4_0's
-#    size), Q3_K_M against Q4_0 and Q4_K_M, Q6_K against Q8_0. (On the tiny model, an earlier version of this
+#    to the figure. Predict first, from the mix table, where each lands: Q2_K against Q4_0 (most of its
+#    tensors are Q4_0), Q3_K_M against Q4_0 and Q4_K_M, Q6_K against Q8_0. (On the tiny model, an earlier version of this
 #    lesson found Q3_K_M ahead of Q4_K_M; there every mix stayed inside the noise of the float model, so the
 #    order meant nothing. Compare Q3_K_M with Q4_K_M token by token, `score.compare(file_score)`, to see whether SmolLM2 separates them.)
 # 2. Does Q5_1 alone account for Q5_K_M's loss? Round only the 576-wide tensors of SmolLM2 to Q5_0, then to Q5_1
@@ -451,8 +451,8 @@ print(f"Q5_K_M against Q4_K_M, token by token: {qt.notebook.percent(q5_vs_q4['de
 #    `np.array_equal` on each tensor's `data`). Which metadata differ?
 
 # %% tags=["solution"]
-# 1. the prediction, from the mix table: Q2_K is IQ4_NL (Q4_0's size, better levels) with Q3_K in ffn_down, so
-#    near Q4_0; Q3_K_M is IQ4_NL with upgrades, between Q4_0 and Q4_K_M; Q6_K is Q8_0 outside ffn_down, so
+# 1. the prediction, from the mix table: Q2_K is Q4_0 with Q3_K in ffn_down, so a little worse than Q4_0;
+#    Q3_K_M is Q4_0 with upgrades, between Q4_0 and Q4_K_M; Q6_K is Q8_0 outside ffn_down, so
 #    next to Q8_0. The solution measures Q3_K_M, the mix the question turns on, to keep the notebook within its
 #    three minutes; Q2_K and Q6_K are the same call with another mix (about 30 s each here)
 del file_model  # it holds the Q4_K_M weights; a mix re-rounds whatever it is given
