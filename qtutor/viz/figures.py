@@ -402,6 +402,21 @@ def block_bytes(roles: Sequence[str], block: np.ndarray | None = None, ax=None, 
     return fig
 
 
+def grid_points(values: np.ndarray, ax=None, title: str = ""):
+    """The points of a lattice i-quant's grid (one row of 8 or 4 magnitudes each), sorted by length, as a strip
+    of cells coloured by magnitude: the grid keeps the patterns real weight groups fall near, mostly small ones."""
+    values = np.asarray(values, dtype=np.float32)
+    order = np.lexsort((np.arange(len(values)), (values.astype(np.float64) ** 2).sum(axis=1)))
+    fig, ax = new_axes(ax, figsize=(10, 2.6))
+    image = ax.imshow(values[order].T, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xlabel(f"grid point (sorted by length; {len(values)} in all)")
+    ax.set_ylabel("coordinate")
+    ax.set_yticks(range(values.shape[1]))
+    fig.colorbar(image, ax=ax, label="magnitude", fraction=0.03, pad=0.01)
+    ax.set_title(title)
+    return fig
+
+
 # ---- AWQ and SmoothQuant -------------------------------------------------------------------------------------
 def alpha_curve(alphas: Sequence[float], losses: Sequence[float], best_alpha: float | None = None,
                 rtn_loss: float | None = None, ax=None, title: str = "", ylabel: str = "output error"):

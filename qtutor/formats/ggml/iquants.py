@@ -223,6 +223,19 @@ def dequantize_tq1_0(block: np.ndarray) -> np.ndarray:
     return (trits - F32(1)) * block["d"].astype(F32)[:, None]
 
 
+def absmean_ternary(W: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, np.float32]:
+    """BitNet b1.58's ternary rounding of a whole matrix (Ma et al. 2024, arXiv:2402.17764), for comparison with
+    TQ1_0 / TQ2_0's: one scale for the tensor, the mean magnitude gamma = mean |W|, and the trits
+    t = clip(round(W / (gamma + eps)), -1, 1), so that W ~ gamma t. Dividing by the mean rather than the maximum
+    puts about a third of a bell-shaped matrix at zero and sends the tails to +-1; BitNet trains its weights
+    through this rounding (a model trained in float and rounded afterwards loses most of what it knew, either
+    way). Returns (trits int8, gamma)."""
+    W = np.asarray(W, dtype=F32)
+    gamma = F32(np.abs(W).mean(dtype=np.float64))
+    trits = np.clip(round_half_away((W / (gamma + F32(eps))).astype(F32)), -1, 1).astype(np.int8)
+    return trits, gamma
+
+
 QUANTIZE = {"IQ4_NL": quantize_iq4_nl, "IQ4_XS": quantize_iq4_xs, "TQ1_0": quantize_tq1_0, "TQ2_0": quantize_tq2_0}
 DEQUANTIZE = {"IQ4_NL": dequantize_iq4_nl, "IQ4_XS": dequantize_iq4_xs, "TQ1_0": dequantize_tq1_0,
               "TQ2_0": dequantize_tq2_0}

@@ -94,3 +94,34 @@ def explain(block_bytes: np.ndarray, type_name: str, index: int) -> dict:
         d = float(block["d"][0])
         out.update(sub_block=sub, d=d, sub_scale=sc, formula=f"d * sc * (q - 32) = {d:.4g} * {sc} * ({code} - 32)")
     return out
+
+
+def explain_iq2_xxs_group(block_bytes: np.ndarray, group: int) -> dict:
+    """How the 8 weights of group ``group`` (0 .. 31) of one IQ2_XXS super-block are rebuilt from its bytes.
+
+    Each 32 weights own two little-endian 32-bit words: the first holds the four groups' 8-bit grid indices,
+    the second their four 7-bit sign masks (bits 7 k .. 7 k + 6) and, in its top 4 bits, the scale l. The
+    eighth sign is the one that makes the count of minus signs even. weight = d (0.5 + l) / 4 * grid * sign."""
+    from qtutor.formats.ggml import iq2
+    from qtutor.formats.ggml.lattice import grid
+
+    block = np.ascontiguousarray(np.asarray(block_bytes, dtype=np.uint8).reshape(-1)).view(BLOCK["IQ2_XXS"])
+    if not 0 <= group < 32:
+        raise ValueError(f"an IQ2_XXS super-block holds 32 groups of 8 weights; group {group} is outside")
+    words = np.ascontiguousarray(block["qs"]).view(np.uint32).reshape(8, 2)
+    word, k = divmod(group, 4)
+    index = int((words[word, 0] >> np.uint32(8 * k)) & np.uint32(0xFF))
+    stored = int((words[word, 1] >> np.uint32(7 * k)) & np.uint32(127))
+    signs = int(iq2.with_parity_bit(np.array([stored], np.uint32))[0])
+    l = int(words[word, 1] >> np.uint32(28))
+    d = float(block["d"][0])
+    magnitudes = grid("IQ2_XXS").values[index]
+    negative = [(signs >> j) & 1 for j in range(8)]
+    values = dequantize(block_bytes, "IQ2_XXS")[0, 8 * group:8 * group + 8]
+    return {"type": "IQ2_XXS", "group": group, "words": (int(words[word, 0]), int(words[word, 1])),
+            "grid_index": index, "magnitudes": [int(m) for m in magnitudes], "stored_signs": f"{stored:07b}"[::-1],
+            "parity_sign": negative[7], "negative": negative, "l": l, "d": d,
+            "scale": float(np.float32(d) * (np.float32(0.5) + np.float32(l)) * np.float32(0.25)),
+            "values": [float(v) for v in values],
+            "formula": f"d (0.5 + l) / 4 * grid[{index}] * signs = {d:.4g} * {0.5 + l} / 4 * "
+                       f"({', '.join(('-' if s else '+') + str(int(m)) for m, s in zip(magnitudes, negative))})"}
