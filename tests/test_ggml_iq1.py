@@ -2,8 +2,6 @@
 with the importance matrix ggml requires), dequantized as gguf-py does."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,18 +12,6 @@ gq = pytest.importorskip("gguf.quants")
 from gguf import GGMLQuantizationType  # noqa: E402
 
 TYPES = ["IQ1_S", "IQ1_M"]
-SUBSET = Path(__file__).parent / "data" / "ggml_iquants_subset.npz"
-FULL = Path(__file__).resolve().parents[2] / "shared" / "golden" / "ggml_iquants.npz"
-GOLDEN = FULL if FULL.is_file() else SUBSET
-
-
-def golden_cases():
-    if not GOLDEN.is_file():
-        return []
-    data = np.load(GOLDEN)
-    return [tuple(key.split("/")) for key in data.files if key.split("/")[0].split("+")[0] in TYPES]
-
-
 def as_blocks(data: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(data, dtype=np.uint8).reshape(-1).view(BLOCK[name])
 
@@ -37,17 +23,6 @@ def gguf_dequantize(blocks: np.ndarray, name: str) -> np.ndarray:
 def weighted_error(W, name, imatrix, importance):
     back = iq1.DEQUANTIZE[name](iq1.QUANTIZE[name](W.reshape(-1, 256), imatrix)).reshape(W.shape)
     return float((((back - W) ** 2) * importance).sum() / ((W**2) * importance).sum())
-
-
-@pytest.mark.skipif(not golden_cases(), reason="no golden IQ1 bytes (../shared/golden is absent)")
-@pytest.mark.parametrize("case,family", golden_cases() or [("none", "none")])
-def test_bytes_are_ggml_s_and_dequantize_as_gguf_py(case, family):
-    data = np.load(GOLDEN)
-    name = case.split("+")[0]
-    x, expected = data[f"x/{family}"], data[f"{case}/{family}"]
-    ours = iq1.QUANTIZE[name](x.reshape(-1, 256), data["imatrix"])
-    np.testing.assert_array_equal(ours.view(np.uint8).reshape(expected.shape), expected)
-    np.testing.assert_array_equal(iq1.DEQUANTIZE[name](ours), gguf_dequantize(ours, name))
 
 
 @pytest.mark.parametrize("name", TYPES)

@@ -2,8 +2,6 @@
 with and without an importance matrix), dequantized as gguf-py does, and the claims of the module docstring."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,19 +11,6 @@ gq = pytest.importorskip("gguf.quants")
 from gguf import GGMLQuantizationType  # noqa: E402
 
 TYPES = ["IQ3_XXS", "IQ3_S"]
-SUBSET = Path(__file__).parent / "data" / "ggml_iquants_subset.npz"
-FULL = Path(__file__).resolve().parents[2] / "shared" / "golden" / "ggml_iquants.npz"
-GOLDEN = FULL if FULL.is_file() else SUBSET
-
-
-def golden_cases():
-    if not GOLDEN.is_file():
-        return []
-    data = np.load(GOLDEN)
-    return [(key.split("/")[0], key.split("/")[1]) for key in data.files
-            if key.split("/")[0].split("+")[0] in TYPES]
-
-
 def quantize(x, name, imatrix=None):
     """ggml bytes (rows, bytes per row) of x (rows, a multiple of 256 columns)."""
     return iq3.QUANTIZE[name](x.reshape(-1, 256), imatrix).view(np.uint8).reshape(len(x), -1)
@@ -33,16 +18,6 @@ def quantize(x, name, imatrix=None):
 
 def dequantize(data, name):
     return iq3.DEQUANTIZE[name](np.ascontiguousarray(data).reshape(-1).view(iq3.BLOCK[name])).reshape(len(data), -1)
-
-
-@pytest.mark.parametrize("case,family", golden_cases())
-def test_bytes_are_ggml_s_with_and_without_the_importance_matrix(case, family):
-    data = np.load(GOLDEN)
-    name, with_imatrix = case.split("+")[0], case.endswith("+imatrix")
-    x, expected = data[f"x/{family}"], data[f"{case}/{family}"]
-    ours = quantize(x, name, data["imatrix"] if with_imatrix else None)
-    np.testing.assert_array_equal(ours, expected)
-    np.testing.assert_array_equal(dequantize(ours, name), gq.dequantize(ours, GGMLQuantizationType[name]))
 
 
 @pytest.mark.parametrize("name", TYPES)

@@ -1,6 +1,7 @@
-"""ggml's IQ4_NL, IQ4_XS, TQ1_0 and TQ2_0 (qtutor/formats/ggml/iquants.py): byte-identical with ggml's own C
-quantizer (golden bytes, with and without an importance matrix), dequantized as gguf-py does, and usable as
-formats."""
+"""ggml's i-quants and ternary types: every golden entry of every type (IQ4_NL, IQ4_XS, TQ1_0, TQ2_0 of
+qtutor/formats/ggml/iquants.py; the lattice types of iq3.py, iq2.py, iq1.py) byte-identical with ggml's own C
+quantizer, with and without an importance matrix, through the public ggml.quantize, and dequantized as gguf-py
+does; IQ4_NL, IQ4_XS and the ternary types as formats (the lattice types' own claims: test_ggml_iq1/2/3.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,6 +17,7 @@ gq = pytest.importorskip("gguf.quants")
 from gguf import GGMLQuantizationType  # noqa: E402
 
 TYPES = ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"]
+LATTICE_TYPES = ["IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M"]
 SUBSET = Path(__file__).parent / "data" / "ggml_iquants_subset.npz"
 FULL = Path(__file__).resolve().parents[2] / "shared" / "golden" / "ggml_iquants.npz"
 GOLDEN = FULL if FULL.is_file() else SUBSET
@@ -24,7 +26,7 @@ GOLDEN = FULL if FULL.is_file() else SUBSET
 def golden_cases():
     data = np.load(GOLDEN)
     return [(key.split("/")[0], key.split("/")[1]) for key in data.files
-            if key.split("/")[0].split("+")[0] in TYPES]
+            if key.split("/")[0].split("+")[0] in TYPES + LATTICE_TYPES]
 
 
 @pytest.mark.parametrize("case,family", golden_cases())
