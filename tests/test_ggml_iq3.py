@@ -31,7 +31,7 @@ def test_dequantize_is_gguf_py_s_on_random_bytes(name):
 def test_iq3_xxs_signs_have_even_parity_and_flip_the_least_important_weight():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((16, 256)).astype(np.float32)
-    sub, weight = iq3.subblock_inputs(x, None)
+    sub, weight = iq3.subblock_inputs(x, None, "IQ3_XXS")
     magnitude, signs = iq3.even_parity_signs(sub, weight)
     groups, magnitude = sub.reshape(-1, 8), magnitude.reshape(-1, 8)
     flipped = magnitude < 0
@@ -94,5 +94,5 @@ def test_an_all_zero_super_block_is_all_zero_bytes(name):
 def test_an_imatrix_of_the_wrong_length_is_a_clear_error(name):
     x = np.random.default_rng(8).standard_normal((2, 512)).astype(np.float32)
     for bad in (np.ones(128, np.float32), np.ones(768, np.float32), np.ones(0, np.float32)):
-        with pytest.raises(ValueError, match="one per input column"):
+        with pytest.raises(ValueError, match="one entry per input column"):
             quantize(x, name, bad)

@@ -50,7 +50,7 @@ from __future__ import annotations
 import numpy as np
 
 from qtutor.formats.ggml.kquants import F32, importance_weights, nearest_int, seq_sum
-from qtutor.formats.ggml.lattice import grid
+from qtutor.formats.ggml.lattice import checked_imatrix, grid
 from qtutor.formats.ggml.layouts import BLOCK, QK_K, fp16
 
 DELTA = F32(0.125)
@@ -66,19 +66,6 @@ SUBBLOCK = {"IQ1_S": (32, F32(1e-12), F32(1.125)), "IQ1_M": (16, F32(1e-7), F32(
 # sub-block at once, IQ1_M each of its two groups (in ggml's order +/+, +/-, -/+, -/-)
 SHIFT_CHOICES = {"IQ1_S": np.array([[0, 0, 0, 0], [1, 1, 1, 1]]),
                  "IQ1_M": np.array([[0, 0], [0, 1], [1, 0], [1, 1]])}
-
-
-def require_imatrix(imatrix: np.ndarray | None, name: str, x: np.ndarray) -> np.ndarray:
-    """The importance matrix, checked: llama.cpp quantizes IQ1 types only with one."""
-    if imatrix is None:
-        raise ValueError(f"{name}: llama.cpp refuses to quantize to {name} without an importance matrix (at 1.5 "
-                         "bits only the weights that matter can be kept); compute one with `qtutor imatrix "
-                         "--model M OUT`, or qt.formats.ggml.importance_matrix(X) from one layer's inputs X")
-    imatrix = np.asarray(imatrix, F32).ravel()
-    if imatrix.size == 0 or imatrix.size % QK_K or (x.size % imatrix.size):
-        raise ValueError(f"{name}: an imatrix of {imatrix.size} entries does not fit rows of 256-weight "
-                         "super-blocks; it needs one entry per input column (a multiple of 256)")
-    return imatrix
 
 
 def splits(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +250,7 @@ def _weights(x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
 def quantize_iq1_s(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
     """IQ1_S super-blocks of ``x`` (n_blocks, 256): 8 sub-blocks of 32, each 4 grid points and a shift."""
     x = np.asarray(x, F32)
-    imatrix = require_imatrix(imatrix, "IQ1_S", x)
+    imatrix = checked_imatrix(x, imatrix, "IQ1_S")
     n = len(x)
     w = _weights(x, imatrix)
     index, scale, choice = search_subblocks(x.reshape(n * 8, 32), w.reshape(n * 8, 32), "IQ1_S")
@@ -296,7 +283,7 @@ MASKS = np.array([0x00, 0x80, 0x08, 0x88])  # qh bits of the shift choices: 0x08
 def quantize_iq1_m(x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
     """IQ1_M super-blocks of ``x`` (n_blocks, 256): 16 sub-blocks of 16, each 2 grid points with own shifts."""
     x = np.asarray(x, F32)
-    imatrix = require_imatrix(imatrix, "IQ1_M", x)
+    imatrix = checked_imatrix(x, imatrix, "IQ1_M")
     n = len(x)
     w = _weights(x, imatrix)
     index, scale, choice = search_subblocks(x.reshape(n * 16, 16), w.reshape(n * 16, 16), "IQ1_M")

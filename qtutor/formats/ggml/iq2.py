@@ -50,55 +50,13 @@ import numpy as np
 
 from qtutor.formats.base import check_finite
 from qtutor.formats.ggml.kquants import F32, GROUP_MAX_EPS, importance_weights, nearest_int, seq_sum
-from qtutor.formats.ggml.lattice import Grid, grid, key
+from qtutor.formats.ggml.lattice import Grid, checked_imatrix, even_sign_parity, grid, key, pack_bits, split_signs
 from qtutor.formats.ggml.layouts import BLOCK, QK_K, fp16
 
 TOP_LEVEL = 2  # levels 0, 1, 2: the odd integers 1, 3, 5 that |x| / s is rounded to
 CHUNK = 512  # super-blocks quantized at once: the neighbour search's arrays then stay in the CPU's cache
 
 
-# ---- the importance matrix -------------------------------------------------------------------------------------
-def check_imatrix(x: np.ndarray, imatrix: np.ndarray | None, name: str) -> np.ndarray:
-    """The importance matrix as float32, or a ValueError that says what is wrong and how to get a right one."""
-    if imatrix is None:
-        raise ValueError(f"{name} needs an importance matrix: ggml asserts one and llama.cpp refuses to quantize "
-                         f"{name} without it (2 bits per weight spend them where the activations are large). "
-                         "Compute one with `qtutor imatrix --model M OUT` for a whole model, or "
-                         "qt.formats.ggml.importance_matrix(X) from one layer's inputs X, and pass it as imatrix")
-    imatrix = np.asarray(imatrix, dtype=F32).ravel()
-    total = x.size
-    if imatrix.size == 0 or imatrix.size % QK_K or total % imatrix.size:
-        raise ValueError(f"{name}: an imatrix of {imatrix.size} entries does not fit these {len(x)} super-blocks "
-                         f"of {QK_K}; it needs one entry per input column, a multiple of {QK_K} that divides "
-                         f"{total} (compute it from this layer's own inputs: importance_matrix(X))")
-    return imatrix
-
-
-# ---- signs -----------------------------------------------------------------------------------------------------
-def split_signs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(|x|, x < 0): the magnitudes the grid is matched against and the sign bits stored beside them."""
-    positive = x >= 0
-    return np.where(positive, x, -x).astype(F32), ~positive
-
-
-def even_sign_parity(magnitude: np.ndarray, negative: np.ndarray, x: np.ndarray,
-                     weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Make the count of negative signs of every group of 8 (last axis) even, so that 7 sign bits store them.
-
-    A group with an odd count flips the sign of its least important weight (smallest w x^2, the first on a tie):
-    that weight is then fitted as -|x|, which is what dequantization will give it back."""
-    odd = (negative.sum(axis=-1) % 2) == 1
-    least = np.argmin((weight * x).astype(F32) * x, axis=-1)
-    flip = odd[..., None] & (np.arange(8) == least[..., None])
-    return np.where(flip, -magnitude, magnitude).astype(F32), negative ^ flip
-
-
-def pack_bits(bits: np.ndarray) -> np.ndarray:
-    """The bits along the last axis as one integer, bit i = element i."""
-    return (bits.astype(np.uint32) << np.arange(bits.shape[-1], dtype=np.uint32)).sum(axis=-1, dtype=np.uint32)
-
-
-# ---- rounding to the grid --------------------------------------------------------------------------------------
 def nearest_grid_points(g: Grid, keys: np.ndarray, magnitude: np.ndarray, root_weight: np.ndarray,
                         scale: np.ndarray) -> np.ndarray:
     """ggml's iq2_find_best_neighbour for many off-grid groups at once: the grid index, among each key's
@@ -300,7 +258,7 @@ def super_scale(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def _chunked(quantize_chunk, x: np.ndarray, imatrix: np.ndarray | None, name: str, sigma_factor: int):
     x = np.ascontiguousarray(x, dtype=F32).reshape(-1, QK_K)
     check_finite(x, name, "ggml's grid search has no point for it (ggml aborts)")
-    imatrix = check_imatrix(x, imatrix, name)
+    imatrix = checked_imatrix(x, imatrix, name)
     weight = importance_weights(x, imatrix, None, sigma_factor=sigma_factor)
     parts = [quantize_chunk(x[i:i + CHUNK], weight[i:i + CHUNK]) for i in range(0, len(x), CHUNK)]
     return np.concatenate(parts) if parts else np.zeros(0, BLOCK[name])

@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from qtutor.formats.ggml.kquants import F32, importance_weights, nearest_int, seq_sum
-from qtutor.formats.ggml.lattice import Grid, grid
+from qtutor.formats.ggml.lattice import Grid, checked_imatrix, even_sign_parity, grid, split_signs
 from qtutor.formats.ggml.layouts import BLOCK, QK_K, fp16
 
 LEVELS = 8  # level indices l = 0 .. 7 per coordinate, compared as the odd integers 2l + 1 = 1 .. 15
@@ -65,14 +65,9 @@ def even_parity_signs(x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np
     then quantized as -|x|. Returns (|x| with those weights negative, (n, k) uint8 of bits 0 .. 6)."""
     n = len(x)
     groups = x.reshape(n, -1, 8)
-    negative = ~(groups >= 0)  # ggml's test: -0.0 counts as positive
-    magnitude = np.where(negative, -groups, groups).astype(F32)
-    odd = (negative.sum(axis=2) % 2) == 1
-    importance = ((weight.reshape(n, -1, 8) * groups).astype(F32) * groups).astype(F32)
-    least = np.argmin(importance, axis=2)
-    flip = odd[:, :, None] & (np.arange(8) == least[:, :, None])
-    magnitude = np.where(flip, -magnitude, magnitude).astype(F32)
-    signs = sign_bytes(negative ^ flip) & 127
+    magnitude, negative = split_signs(groups)  # ggml's test: -0.0 counts as positive
+    magnitude, negative = even_sign_parity(magnitude, negative, groups, weight.reshape(n, -1, 8))
+    signs = sign_bytes(negative) & 127
     return magnitude.reshape(x.shape), signs
 
 
@@ -188,13 +183,9 @@ def superblock_scale(scales: np.ndarray, name: str) -> tuple[np.ndarray, np.ndar
     return np.where(has_scale, fp16(d * FUDGE[name]), np.float16(0)), np.where(has_scale[:, None], l, 0)
 
 
-def subblock_inputs(x: np.ndarray, imatrix: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def subblock_inputs(x: np.ndarray, imatrix: np.ndarray | None, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(sub-blocks (8 n, 32), their weights): x^2, or imatrix_j * sqrt(sigma^2 + x_j^2)."""
-    if imatrix is not None:
-        imatrix = np.asarray(imatrix, F32).ravel()
-        if imatrix.size == 0 or imatrix.size % QK_K or x.size % imatrix.size:
-            raise ValueError(f"imatrix has {imatrix.size} entries; it needs one per input column (a multiple of "
-                             f"{QK_K} that divides the {x.size} weights): compute it from this layer's own inputs")
+    imatrix = checked_imatrix(x, imatrix, name, required=False)
     sub = np.asarray(x, F32).reshape(-1, 32)
     return sub, importance_weights(sub, imatrix, (sub * sub).astype(F32))
 
@@ -203,7 +194,7 @@ def subblock_inputs(x: np.ndarray, imatrix: np.ndarray | None) -> tuple[np.ndarr
 def quantize_iq3_xxs(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """IQ3_XXS super-blocks of ``x`` (n_blocks, 256, finite: ggml.quantize checks), ``imatrix`` per column."""
     n = len(x)
-    sub, weight = subblock_inputs(x, imatrix)
+    sub, weight = subblock_inputs(x, imatrix, "IQ3_XXS")
     magnitude, signs = even_parity_signs(sub, weight)
     empty = magnitude.max(axis=1) < EMPTY_BELOW
     scale, index = fit_subblocks(magnitude, weight, empty, "IQ3_XXS")
@@ -234,7 +225,7 @@ def dequantize_iq3_xxs(block: np.ndarray) -> np.ndarray:
 def quantize_iq3_s(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """IQ3_S super-blocks of ``x`` (n_blocks, 256, finite: ggml.quantize checks), ``imatrix`` per column."""
     n = len(x)
-    sub, weight = subblock_inputs(x, imatrix)
+    sub, weight = subblock_inputs(x, imatrix, "IQ3_S")
     negative = ~(sub.reshape(-1, 4, 8) >= 0)
     magnitude = np.abs(sub).astype(F32)
     empty = magnitude.max(axis=1) == 0

@@ -36,6 +36,8 @@ from functools import cache
 
 import numpy as np
 
+from qtutor.formats.ggml.kquants import F32
+
 # type -> (gguf-py class holding its grid, bits of a coordinate in a key, nwant: distance shells searched)
 GRIDS = {"IQ2_XXS": ("IQ2_XXS", 2, 2), "IQ2_XS": ("IQ2_XS", 2, 2), "IQ2_S": ("IQ2_S", 2, 1),
          "IQ3_XXS": ("IQ3_XXS", 3, 2), "IQ3_S": ("IQ3_S", 3, 3),
@@ -65,6 +67,52 @@ def _grid_levels(source: str) -> tuple[np.ndarray, np.ndarray]:
     levels = ((packed[:, None] >> shifts[None, :]) & ((1 << bits) - 1)).reshape(n_points, dims)
     values = np.asarray(table.grid_map, dtype=np.float32)[levels]
     return levels.astype(np.uint8), values
+
+
+def checked_imatrix(x: np.ndarray, imatrix: np.ndarray | None, name: str, required: bool = True) -> np.ndarray | None:
+    """The importance matrix of super-blocks ``x`` as float32 (None when not given and not ``required``), or a
+    ValueError that says what is wrong and how to get a right one. (Entries that are negative or not finite are
+    refused by ``qtutor.formats.ggml.check_imatrix``, which knows the row length.)"""
+    if imatrix is None:
+        if required:
+            raise ValueError(f"{name} needs an importance matrix: llama.cpp refuses to quantize {name} without an "
+                             "importance matrix (at these bits the fit must know which weights matter). Compute one "
+                             "with `qtutor imatrix --model M OUT` for a whole model, or "
+                             "qt.formats.ggml.importance_matrix(X) from one layer's inputs X, and pass it as imatrix")
+        return None
+    imatrix = np.asarray(imatrix, dtype=F32).ravel()
+    if imatrix.size == 0 or imatrix.size % 256 or x.size % imatrix.size:
+        raise ValueError(f"{name}: an imatrix of {imatrix.size} entries does not fit these {len(x)} super-blocks "
+                         f"of 256; it needs one entry per input column, a multiple of 256 that divides {x.size} "
+                         "(compute it from this layer's own inputs: importance_matrix(X))")
+    return imatrix
+
+
+# ---- signs: matched as magnitudes, stored as bits, an even count of minus signs ---------------------------------
+def split_signs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(|x|, x < 0): the magnitudes the grid is matched against and the sign bits stored beside them."""
+    positive = x >= 0
+    return np.where(positive, x, -x).astype(F32), ~positive
+
+
+def even_sign_parity(magnitude: np.ndarray, negative: np.ndarray, x: np.ndarray,
+                     weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Make the count of negative signs of every group of 8 (last axis) even, so that 7 sign bits store them.
+
+    A group with an odd count flips the sign of its least important weight (smallest w x^2, the first on a tie):
+    that weight is then fitted as -|x|, which is what dequantization will give it back."""
+    odd = (negative.sum(axis=-1) % 2) == 1
+    least = np.argmin((weight * x).astype(F32) * x, axis=-1)
+    flip = odd[..., None] & (np.arange(8) == least[..., None])
+    return np.where(flip, -magnitude, magnitude).astype(F32), negative ^ flip
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """The bits along the last axis as one integer, bit i = element i."""
+    return (bits.astype(np.uint32) << np.arange(bits.shape[-1], dtype=np.uint32)).sum(axis=-1, dtype=np.uint32)
+
+
+# ---- rounding to the grid --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
