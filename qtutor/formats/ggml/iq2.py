@@ -29,7 +29,7 @@ wrong sign, where it costs the least (``even_sign_parity``). IQ2_S spends a whol
 How the scales are found (ggml's ``quantize_row_iq2_{xxs,xs,s}_impl``): every weight gets an importance
 w_j = imatrix_j * sqrt(sigma^2 + x_j^2) (sigma^2 the mean x^2 of the super-block; IQ2_S: twice that); a sub-block
 (32 weights in IQ2_XXS, 16 in the others) tries the scales s_t = peak / (5 + 0.1 t), t = -6 .. 6 or -9 .. 9
-(peak: 3 times IQ2_XXS's first fit ``_qp_scale``, or max |x|). For each, every |x_j| / s_t is rounded to the
+(peak: 3 times IQ2_XXS's first fit ``kquants.best_positive_fit``, or max |x|). For each, every |x_j| / s_t is rounded to the
 nearest odd 2 l + 1 in {1, 3, 5}; a group of 8 levels that is not a grid point is replaced by the best of its
 precomputed neighbours, the one with the smallest sum_j sqrt(w_j) (s_t q_j - |x_j|)^2 (``nearest_grid_points``);
 then s = sum w |x| q / sum w q^2 (least squares given the points q) and the trial with the largest
@@ -49,7 +49,8 @@ from functools import cache
 import numpy as np
 
 from qtutor.formats.base import check_finite
-from qtutor.formats.ggml.kquants import F32, GROUP_MAX_EPS, importance_weights, nearest_int, seq_sum
+from qtutor.formats.ggml.kquants import (F32, GROUP_MAX_EPS, best_positive_fit, importance_weights, nearest_int,
+                                         seq_sum)
 from qtutor.formats.ggml.lattice import Grid, checked_imatrix, even_sign_parity, grid, key, pack_bits, split_signs
 from qtutor.formats.ggml.layouts import BLOCK, QK_K, fp16
 
@@ -118,58 +119,12 @@ def least_squares(g: Grid, index: np.ndarray, magnitude: np.ndarray, weight: np.
     return seq_sum(((w * x).astype(F32) * q).astype(F32)), seq_sum(((w * q).astype(F32) * q).astype(F32))
 
 
-def _qp_scale(x: np.ndarray, w: np.ndarray, nmax: int) -> np.ndarray:
-    """The scale of ggml's make_qp_quants (see kquants.best_positive_fit) as IQ2_XXS calls it: on magnitudes
-    of which one per group may be negative (the flipped sign), with its codes kept in a byte as ggml does, so
-    that a code of -1 reads back as 255 where ggml reads it from the byte. Only the scale is used."""
-    x, w = np.ascontiguousarray(x.T, F32), np.ascontiguousarray(w.T, F32)  # (n, n_sets): sums run down rows
-    peak = np.maximum(x.max(axis=0), F32(0)).astype(F32)
-    empty = peak < GROUP_MAX_EPS
-    peak = np.where(empty, F32(1), peak).astype(F32)
-
-    def error(scale, l):
-        diff = (x - (scale * l.astype(F32)).astype(F32)).astype(F32)
-        return seq_sum(((w * diff).astype(F32) * diff).astype(F32), 0)
-
-    iscale = (F32(nmax) / peak).astype(F32)
-    best = error((F32(1) / iscale).astype(F32), nearest_int((iscale * x).astype(F32)) & 0xFF)
-    for step in (-4, -3, -2, -1, 1, 2, 3, 4):
-        trial = ((F32(0.1) * F32(step) + F32(nmax)) / peak).astype(F32)
-        current = error((F32(1) / trial).astype(F32), np.minimum(nmax, nearest_int((trial * x).astype(F32))))
-        better = current < best
-        best, iscale = np.where(better, current, best), np.where(better, trial, iscale).astype(F32)
-    l = np.minimum(nmax, nearest_int((iscale * x).astype(F32)))
-    wx = (w * x).astype(F32)
-    sumlx = seq_sum((wx * l.astype(F32)).astype(F32), 0)
-    suml2 = seq_sum(((w * l.astype(F32)).astype(F32) * l.astype(F32)).astype(F32), 0)
-    L = l & 0xFF  # the byte ggml keeps
-    for _ in range(5):  # a pass that changes nothing leaves the next one nothing to change
-        for i in range(len(x)):
-            li = L[i].astype(F32)
-            slx = (sumlx - (wx[i] * li).astype(F32)).astype(F32)
-            sl2 = (suml2 - ((w[i] * li).astype(F32) * li).astype(F32)).astype(F32)
-            movable = (slx > 0) & (sl2 > 0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(movable, ((x[i] * sl2).astype(F32) / slx).astype(F32), F32(0))
-            new_l = np.minimum(nmax, nearest_int(ratio))
-            new_f = new_l.astype(F32)
-            slx = (slx + (wx[i] * new_f).astype(F32)).astype(F32)
-            sl2 = (sl2 + ((w[i] * new_f).astype(F32) * new_f).astype(F32)).astype(F32)
-            gains = ((slx * slx).astype(F32) * suml2).astype(F32) > ((sumlx * sumlx).astype(F32) * sl2).astype(F32)
-            take = movable & (new_l != L[i]) & gains
-            L[i] = np.where(take, new_l & 0xFF, L[i])
-            sumlx, suml2 = np.where(take, slx, sumlx).astype(F32), np.where(take, sl2, suml2).astype(F32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
-    return np.where(empty, F32(0), scale).astype(F32)
-
-
 # ---- the sub-block search shared by the three types -------------------------------------------------------------
 def fit_subblocks(g: Grid, x: np.ndarray, weight: np.ndarray, eps: float, even_parity: bool, iq2_xxs: bool):
     """Scale, grid indices and sign bits of every sub-block (rows of ``x`` and ``weight``: (n_sub, groups, 8)).
 
     ``even_parity``: 7 stored signs per group (IQ2_XXS, IQ2_XS), else 8 (IQ2_S). ``iq2_xxs``: start from a
-    least-squares fit on the integers 0 .. 4 (``_qp_scale``) and try 13 scales around 3 times it, rounding every
+    least-squares fit on the integers 0 .. 4 (``kquants.best_positive_fit``) and try 13 scales around 3 times it, rounding every
     group again at the end; else start from max |x| / 5, try 19 scales, round again only the groups that took a
     neighbour. Returns (scale (n_sub,) >= 0, index (n_sub, groups), signs (n_sub, groups)); a sub-block whose |x|
     are all below ``eps`` (or whose first fit is not positive) gets scale 0 and stores zeros."""
@@ -182,8 +137,8 @@ def fit_subblocks(g: Grid, x: np.ndarray, weight: np.ndarray, eps: float, even_p
     live = peak >= F32(eps)
     if iq2_xxs:
         start = np.zeros(n_sub, F32)
-        start[live] = _qp_scale(magnitude[live].reshape(-1, groups * 8), weight[live].reshape(-1, groups * 8),
-                                TOP_LEVEL + 2)
+        start[live] = best_positive_fit(magnitude[live].reshape(-1, groups * 8), TOP_LEVEL + 2,
+                                        weight[live].reshape(-1, groups * 8))[0]
         peak = (start * F32(TOP_LEVEL + 1)).astype(F32)
         live &= peak > 0
     else:

@@ -145,27 +145,31 @@ def best_positive_fit(x, nmax, weights):
 
     Try nmax / max and 8 nearby grids, keep the one with the smallest weighted error, then improve the codes one at
     a time, each moved to where the least-squares scale of the others wants it, while that raises
-    (sum w x l)^2 / sum w l^2 (at most 5 passes). Returns (s, l)."""
+    (sum w x l)^2 / sum w l^2 (at most 5 passes). Returns (s, l).
+
+    ggml keeps the codes in bytes: a negative code (IQ2_XXS fits magnitudes of which one per group may carry a
+    flipped sign) reads back as code + 256, and so it does here; for non-negative x it changes nothing."""
     x, w = np.ascontiguousarray(x.T, F32), np.ascontiguousarray(weights.T, F32)  # (n, n_sets)
     peak = np.maximum(x.max(axis=0), F32(0)).astype(F32)
     empty = peak < GROUP_MAX_EPS
     peak = np.where(empty, F32(1), peak).astype(F32)
 
     def error(scale, l):
-        diff = (x - scale * l.astype(F32)).astype(F32)
+        diff = (x - (scale * l.astype(F32)).astype(F32)).astype(F32)
         return seq_sum(((w * diff).astype(F32) * diff).astype(F32), 0)
 
     iscale = (F32(nmax) / peak).astype(F32)
-    best = error((F32(1) / iscale).astype(F32), nearest_int((iscale * x).astype(F32)))
+    best = error((F32(1) / iscale).astype(F32), nearest_int((iscale * x).astype(F32)) & 0xFF)
     for step in (-4, -3, -2, -1, 1, 2, 3, 4):
         trial = ((F32(0.1) * F32(step) + F32(nmax)) / peak).astype(F32)
         current = error((F32(1) / trial).astype(F32), np.minimum(nmax, nearest_int((trial * x).astype(F32))))
         better = current < best
         best, iscale = np.where(better, current, best), np.where(better, trial, iscale).astype(F32)
-    L = np.minimum(nmax, nearest_int((iscale * x).astype(F32)))
+    l = np.minimum(nmax, nearest_int((iscale * x).astype(F32)))
     wx = (w * x).astype(F32)
-    sumlx = seq_sum((wx * L.astype(F32)).astype(F32), 0)
-    suml2 = seq_sum(((w * L.astype(F32)).astype(F32) * L.astype(F32)).astype(F32), 0)
+    sumlx = seq_sum((wx * l.astype(F32)).astype(F32), 0)
+    suml2 = seq_sum(((w * l.astype(F32)).astype(F32) * l.astype(F32)).astype(F32), 0)
+    L = l & 0xFF  # the byte ggml keeps
     for _ in range(5):  # a pass that changes nothing leaves the next one nothing to change
         for i in range(len(x)):
             li = L[i].astype(F32)
@@ -173,13 +177,14 @@ def best_positive_fit(x, nmax, weights):
             sl2 = (suml2 - ((w[i] * li).astype(F32) * li).astype(F32)).astype(F32)
             movable = (slx > 0) & (sl2 > 0)
             with np.errstate(divide="ignore", invalid="ignore"):
-                new_l = np.minimum(nmax, nearest_int(np.where(movable, (x[i] * sl2).astype(F32) / slx, F32(0))))
+                ratio = np.where(movable, ((x[i] * sl2).astype(F32) / slx).astype(F32), F32(0))
+            new_l = np.minimum(nmax, nearest_int(ratio))
             new_f = new_l.astype(F32)
             slx = (slx + (wx[i] * new_f).astype(F32)).astype(F32)
             sl2 = (sl2 + ((w[i] * new_f).astype(F32) * new_f).astype(F32)).astype(F32)
             gains = ((slx * slx).astype(F32) * suml2).astype(F32) > ((sumlx * sumlx).astype(F32) * sl2).astype(F32)
             take = movable & (new_l != L[i]) & gains
-            L[i] = np.where(take, new_l, L[i])
+            L[i] = np.where(take, new_l & 0xFF, L[i])
             sumlx, suml2 = np.where(take, slx, sumlx).astype(F32), np.where(take, sl2, suml2).astype(F32)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
