@@ -59,11 +59,18 @@ def main() -> dict:
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--stride", type=int, default=256)
+    parser.add_argument("--imatrix", action="store_true", help="weight the mix by an importance matrix from 32 "
+                        "windows of the wiki train split (the IQ1/IQ2 mixes and IQ3_XXS need one)")
     args = parser.parse_args()
     model, tokenizer = qt.load_model(args.model)
+    importance = None
+    if args.imatrix:
+        from qtutor.model.imatrix import collect
+
+        importance = collect(model, qt.data.calibration(32, 256, tokenizer=tokenizer), tokenizer=tokenizer)
     ids = qt.data.tokens("test", tokenizer)[: args.tokens]
     window = dict(tokens=ids, ctx=args.ctx, stride=args.stride, progress=False)
-    result = {"model": args.model, "mix": args.mix, "tokens": int(len(ids)) - 1, "ctx": args.ctx,
+    result = {"model": args.model, "mix": args.mix, "imatrix": args.imatrix, "tokens": int(len(ids)) - 1, "ctx": args.ctx,
               "stride": args.stride}
     with tempfile.TemporaryDirectory(dir=args.node_modules.parent) as folder:
         work = Path(folder)
@@ -71,8 +78,8 @@ def main() -> dict:
         theirs = llama_cpp_nll(own_file, ids, args.ctx, args.stride, args.node_modules, work)
         result["own_file"] = {"file": own_file.name, **paired(theirs, score(model, tokenizer, **window).nll)}
         exported = work / f"{args.model}.{args.mix}.gguf"
-        export_gguf(model, tokenizer, exported, mix=args.mix, progress=False)  # what `qtutor export-gguf` writes
-        with qt.quantize_weights(model, "gguf", args.mix, progress=False):
+        export_gguf(model, tokenizer, exported, mix=args.mix, progress=False, imatrix=importance)  # export-gguf's
+        with qt.quantize_weights(model, "gguf", args.mix, progress=False, imatrix=importance):
             ours = score(model, tokenizer, **window).nll
         theirs = llama_cpp_nll(exported, ids, args.ctx, args.stride, args.node_modules, work)
         result["exported_mix"] = {"file": exported.name, "bytes": exported.stat().st_size, **paired(theirs, ours)}

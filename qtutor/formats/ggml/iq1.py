@@ -44,6 +44,9 @@ is the C library's; glibc's (a merge sort) keeps them in their original order, a
 "stable")`` here. The order matters for IQ1_M: equal weights from its two groups have different shifted values,
 so which of them a split puts on the lower level changes the result (a tensor of small integers quantizes to
 other bytes with the ties reversed). Both types need an importance matrix, as in llama.cpp.
+Newer llama.cpp (2026) forms IQ1_M's candidate sums from running sums kept per group of 8, the same numbers in
+another float order: on a rare near-tie its choice differs (1 of the tiny model's 16,896 IQ1_M super-blocks,
+tools/llamacpp_quantize.py); these bytes are those of ggml at d99724f2, the golden file's.
 """
 from __future__ import annotations
 
