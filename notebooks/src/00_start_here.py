@@ -24,6 +24,7 @@
 # | [13 · KV-cache quantization](13_kv_cache.ipynb) | size the KV cache; quantize SmolLM2's keys and values per token and per channel |
 # | [14 · Speed and speculative decoding](14_speed_and_speculative.ipynb) | why 4 bits is fast only with a kernel; the roofline; a quantized model drafting for itself |
 # | [15 · Choosing a method](15_choosing_a_method.ipynb) | every method in one table; calibration mismatch; a decision rule |
+# | [16 · GGUF below 4 bits](16_gguf_iquants_imatrix.ipynb) | open an IQ2_XXS block; see why grids of 8 weights; when the importance matrix helps and when it lies |
 #
 # Notebooks for NF4 and QLoRA, FP8/FP4 on GPUs, sub-4-bit methods, QAT and kernels will fill
 # the gaps in the numbering as they are written; some of the library parts they use are already in the package
