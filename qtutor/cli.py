@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a number format (qtutor formats; default: int4, or the method's own); for gguf a mix, e.g. Q4_K_M")
     ppl.add_argument("--group-size", default="default", help=GROUP_SIZE_HELP)
     ppl.add_argument("--imatrix", default=None, help="with --method gguf: an importance matrix file (llama.cpp's "
-                     "imatrix GGUF, as `qtutor imatrix` writes it) that weights the K-quant and IQ4 blocks")
+                     "imatrix GGUF, as `qtutor imatrix` writes it) that weights the K-quant and i-quant blocks (the IQ1/IQ2 mixes and IQ3_XXS need one)")
     sweep = add("sweep", "a table of methods x formats x group sizes")
     add_model(sweep, 8192)
     sweep.add_argument("--methods", default="rtn", help="comma-separated, of: " + ", ".join(SWEEP_METHOD_NAMES)
@@ -446,10 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
                             f"the first {KL_TOKENS} tokens at most)")
     export = add("export-gguf", "write the model as a quantized .gguf file")
     export.add_argument("--model", default="tiny")
-    export.add_argument("--type", default="Q4_K_M", help="a llama.cpp mix (Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K, Q8_0 ...) or a float file "
+    export.add_argument("--type", default="Q4_K_M", help="a llama.cpp mix (Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K, Q8_0, IQ4_XS, IQ3_M, IQ2_XXS, IQ1_S, TQ1_0 ...) or a float file "
                         "(F32, F16, BF16: the input llama.cpp's own quantizer takes)")
     export.add_argument("--imatrix", default=None, help="an importance matrix file (llama.cpp's imatrix GGUF, as "
-                        "`qtutor imatrix` writes it) that weights the K-quant and IQ4 blocks")
+                        "`qtutor imatrix` writes it) that weights the K-quant and i-quant blocks (the IQ1/IQ2 mixes and IQ3_XXS need one)")
     export.add_argument("out", help="the .gguf file to write")
     imatrix = add("imatrix", "compute the model's importance matrix (llama.cpp's imatrix GGUF)")
     imatrix.add_argument("--model", default="tiny")

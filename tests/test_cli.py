@@ -268,3 +268,17 @@ def test_imatrix_writes_a_file_that_export_gguf_uses_and_a_model_file_is_refused
     assert with_imatrix["tokens"] == without["tokens"] and with_imatrix["ppl"] != without["ppl"]
     assert cli.main(["ppl", "--method", "rtn", "--imatrix", summary["path"]]) == 2
     assert "use it with --method gguf" in capsys.readouterr().err
+
+
+def test_an_iq2_mix_is_refused_without_an_importance_matrix_and_made_with_one(capsys, tmp_path):
+    out = tmp_path / "iq2.gguf"
+    assert cli.main(["export-gguf", "--type", "IQ2_XXS", str(out)]) == 2
+    assert "needs an importance matrix" in capsys.readouterr().err and not out.exists()
+    assert cli.main(["ppl", "--method", "gguf", "--format", "IQ1_M", "--max-tokens", "512"]) == 2
+    assert "qtutor imatrix" in capsys.readouterr().err
+    code, summary = run(capsys, "imatrix", "--calib-samples", "2", str(tmp_path / "tiny.imatrix.gguf"), "--json")
+    code, exported = run(capsys, "export-gguf", "--type", "IQ2_XXS", "--imatrix", summary["path"], str(out), "--json")
+    assert code == 0 and exported["counts"]["IQ2_XXS"] > 0 and exported["bits_per_weight"] < 3
+    code, point = run(capsys, "ppl", "--method", "gguf", "--format", "IQ2_XXS", "--imatrix", summary["path"],
+                      "--max-tokens", "512", "--json")
+    assert code == 0 and point["format"] == "IQ2_XXS" and point["imatrix"] == summary["path"]
