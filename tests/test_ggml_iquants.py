@@ -92,3 +92,16 @@ def test_bad_importance_matrices_are_clear_errors():
             ggml.quantize(W, "IQ4_NL", bad)
     with pytest.raises(ValueError, match="does not use an importance matrix"):
         ggml.quantize(W, "TQ2_0", np.ones(256))
+
+
+def test_ternary_rounding_is_c_s_lroundf_just_below_a_half():
+    # SmolLM2's layer-0 down_proj has a weight at exactly -half its block's maximum: x / d in float32 is
+    # -0.49999997, which C's lroundf rounds to 0 (floor(|x| + 0.5) would give 1: the float sum rounds up)
+    from qtutor.formats.base import round_half_away
+
+    x = np.array([-0.49999997, 0.49999997, 0.5, -0.5, 2.4999998, -2.5], np.float32)
+    np.testing.assert_array_equal(round_half_away(x), [0, 0, 1, -1, 2, -3])
+    block = np.zeros((1, 256), np.float32)
+    block[0, 0], block[0, 1] = 0.45898438, -0.22949219  # the SmolLM2 pair: x * (1 / d) = -0.49999997
+    for name in ("TQ1_0", "TQ2_0"):
+        assert ggml.dequantize(ggml.quantize(block, name), name)[0, 1] == 0, name

@@ -115,9 +115,13 @@ def round_half_even(x: Any) -> Any:
 
 
 def round_half_away(x: Any) -> Any:
-    """Round to the nearest integer, ties away from zero (C's ``roundf``; ggml's Q8_0)."""
+    """Round to the nearest integer, ties away from zero (C's ``roundf`` / ``lroundf``; ggml's ternary types).
+
+    Not floor(|x| + 0.5): for the float32 just below 0.5 (0.49999997) that sum rounds up to 1.0 and gives 1
+    where C gives 0. The fraction x - trunc(x) is exact, so comparing it with 0.5 is."""
     xp = array_namespace(x)
-    return xp.sign(x) * xp.floor(xp.abs(x) + 0.5)
+    whole = xp.trunc(x)
+    return whole + xp.sign(x) * (xp.abs(x - whole) >= 0.5)
 
 
 class Format:
