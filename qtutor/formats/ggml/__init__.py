@@ -40,7 +40,7 @@ CODE_BITS = {"MXFP4": 4, "IQ4_NL": 4, "IQ4_XS": 4, "TQ1_0": 2, "TQ2_0": 2, "IQ3_
 QUANTIZERS = {**kquants.QUANTIZE, **iquants.QUANTIZE, **iq3.QUANTIZE, **iq2.QUANTIZE, **iq1.QUANTIZE}
 DEQUANTIZERS = {**kquants.DEQUANTIZE, **iquants.DEQUANTIZE, **iq3.DEQUANTIZE, **iq2.DEQUANTIZE,
                 **iq1.DEQUANTIZE}
-TAKES_IMATRIX = (*kquants.QUANTIZE, *iquants.TAKES_IMATRIX, *iq3.QUANTIZE, *iq2.QUANTIZE, *iq1.QUANTIZE)
+TAKES_IMATRIX = (*legacy.WEIGHTED, *kquants.QUANTIZE, *iquants.TAKES_IMATRIX, *iq3.QUANTIZE, *iq2.QUANTIZE, *iq1.QUANTIZE)
 # quantized only with an importance matrix: ggml's IQ2_XXS, IQ2_XS and IQ1_S need one
 # (ggml_quantize_requires_imatrix); its IQ2_S and IQ1_M fall back to weights of their own, a path llama.cpp never
 # takes (llama-quantize refuses these types without a matrix) and qtutor does not reproduce
@@ -98,7 +98,9 @@ def quantize(W: Any, type_name: str, imatrix: Any = None) -> np.ndarray:
         raise ValueError(f"{key}: ggml (and llama.cpp) quantize {key} only with an importance matrix, one entry "
                          f"per input column: at these bits an unweighted fit ruins the layer. Get one with "
                          f"importance_matrix(X) from the layer's inputs X, or `qtutor imatrix --model M OUT`")
-    if key in legacy.QUANTIZE:
+    if key in legacy.WEIGHTED and imatrix is not None:
+        structured = legacy.quantize_weighted(blocks, key, imatrix)
+    elif key in legacy.QUANTIZE:
         structured = legacy.QUANTIZE[key](blocks)
     else:
         structured = QUANTIZERS[key](blocks, imatrix=imatrix)

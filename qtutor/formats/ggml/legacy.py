@@ -11,6 +11,11 @@ Each function takes ``blocks`` (n_blocks x 32, float32) and returns a structured
     Q8_0   d = max|x| / 127;  q = round(x / d)  (half away from zero)
     MXFP4  e = floor(log2 max|x|) - 2 + 127;  q = the E2M1 code nearest x / 2^(e-127), the first on a tie
 
+With an importance matrix (llama.cpp's ``--imatrix``; ``quantize_row_q4_0_impl`` ...), Q4_0 ... Q5_1 are found by
+search instead: every weight gets w_j = imatrix_j * sqrt(sigma^2 + x_j^2), sigma^2 the mean x^2 of its whole row,
+and each block takes the weighted least-squares fit of the K-quants (``kquants.best_symmetric_fit`` for Q4_0 and
+Q5_0, ``best_affine_fit`` with the finer search for Q4_1 and Q5_1). Q8_0 and MXFP4 ignore the matrix, as in ggml.
+
 "x / d" is computed as x * (1/d) in float32, as ggml does, and the fp32 d (not its fp16 rounding) is used
 for the codes; the dequantizers use the stored fp16. Q4_0's asymmetric trick (the extreme weight gets
 code 0, the other side reaches only +7 d) is why it is not the same as a symmetric "amax / 7" INT4.
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qtutor.formats.base import round_half_away
+from qtutor.formats.ggml.kquants import F32, best_affine_fit, best_symmetric_fit, importance_weights
 from qtutor.formats.ggml.layouts import BLOCK, QK, fp16, split_halves
 
 
@@ -95,7 +102,7 @@ def quantize_q8_0(blocks: np.ndarray) -> np.ndarray:
     scaled = blocks * _inverse(d)[:, None]
     out = np.zeros(len(blocks), BLOCK["Q8_0"])
     out["d"] = fp16(d)
-    out["qs"] = (np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))).astype(np.int8)  # roundf
+    out["qs"] = round_half_away(scaled).astype(np.int8)  # roundf
     return out
 
 
@@ -150,6 +157,27 @@ def dequantize(block: np.ndarray, name: str) -> np.ndarray:
     return d * codes.astype(np.float32) + block["m"].astype(np.float32)[:, None]
 
 
+def quantize_weighted(blocks: np.ndarray, name: str, imatrix: np.ndarray) -> np.ndarray:
+    """Q4_0, Q4_1, Q5_0 or Q5_1 blocks of whole rows (``blocks``: the rows' blocks in order) weighted by the
+    importance matrix (one entry per column), as llama.cpp's quantize_row_qX_Y_impl."""
+    row = imatrix.size
+    w = importance_weights(blocks, imatrix, None, sigma_factor=1, superblock=row)
+    levels = 16 if name in ("Q4_0", "Q4_1") else 32
+    out = np.zeros(len(blocks), BLOCK[name])
+    if name in ("Q4_0", "Q5_0"):
+        d, codes = best_symmetric_fit(blocks, levels // 2, w)
+        out["d"] = fp16(d)
+    else:
+        d, minimum, codes = best_affine_fit(blocks, w, levels - 1, -0.9, 0.05, 36, use_mad=False)
+        out["d"], out["m"] = fp16(d), fp16((-minimum).astype(F32))
+    codes = codes.astype(np.int32)
+    out["qs"] = _pack_halves(codes)
+    if levels == 32:
+        out["qh"] = _high_bits(codes)
+    return out
+
+
+WEIGHTED = ("Q4_0", "Q4_1", "Q5_0", "Q5_1")  # the legacy types an importance matrix changes
 QUANTIZE = {"Q4_0": quantize_q4_0, "Q4_1": quantize_q4_1, "Q5_0": quantize_q5_0, "Q5_1": quantize_q5_1,
             "Q8_0": quantize_q8_0, "MXFP4": quantize_mxfp4}
 assert all(name in BLOCK for name in QUANTIZE) and QK == 32

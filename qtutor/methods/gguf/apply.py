@@ -50,9 +50,9 @@ def apply_mix(model: Any, mix: str = "Q4_K_M", progress: bool = False, imatrix: 
     """Replace the model's 2-D weights by their GGUF round trip under ``mix``; ``restore()`` undoes it.
 
     ``imatrix`` (:class:`~qtutor.methods.gguf.imatrix.ImportanceMatrix`) weights the block fits of every tensor
-    it covers whose type takes one (the K-quants and i-quants: byte-identical with llama.cpp's); the legacy and
-    ternary types round as without it (llama.cpp also weights Q4_0 ... Q8_0 by it, which qtutor does not). The
-    IQ1/IQ2 mixes and IQ3_XXS need one, as in llama.cpp (``mixes.check_imatrix_needed``)."""
+    it covers whose type takes one (Q4_0 ... Q5_1, the K-quants and i-quants: byte-identical with llama.cpp's;
+    Q8_0, MXFP4 and the ternary types ignore it, as in ggml). The IQ1/IQ2 mixes and IQ3_XXS need one, as in
+    llama.cpp (``mixes.check_imatrix_needed``)."""
     import torch
     from tqdm.auto import tqdm
 

@@ -4,7 +4,8 @@ For a linear layer y = W x the error of weight W_ij reaches the output multiplie
 squared output error of a rounding is about  sum_j E[x_j^2] (W_ij - W_hat_ij)^2. llama.cpp's ``llama-imatrix``
 runs calibration text through the model and keeps, for every weight tensor, the mean of x_j^2 over the tokens
 (the diagonal of GPTQ's Hessian, up to a factor 2); ``llama-quantize --imatrix`` then weights each block's
-least-squares fit by it (``qtutor.formats.ggml``: the K-quants and IQ4_NL / IQ4_XS take it byte-exactly).
+least-squares fit by it (``qtutor.formats.ggml``: Q4_0 ... Q5_1, the K-quants and the i-quants take it
+byte-exactly).
 
     im = qt.model.imatrix.collect(model, calib)            # an ImportanceMatrix, keyed by GGUF tensor names
     im.save("smollm2.imatrix.gguf"); im = load("smollm2.imatrix.gguf")
