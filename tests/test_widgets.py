@@ -10,7 +10,9 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
-from qtutor.viz import widgets  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+
+from qtutor.viz import figures, widgets  # noqa: E402
 
 
 def test_affine_playground_follows_its_controls():
@@ -376,3 +378,44 @@ def test_layer_error_map_names_the_worst_layers_and_shows_gptq_against_rtn():
 def test_layer_error_map_refuses_a_setting_it_has_no_data_for():
     with pytest.raises(ValueError, match="no stored errors for AWQ"):
         widgets.layer_error_summary(layer_error_data(), "INT4 g64", "AWQ", "error")
+
+
+def stored_run(steps=(0, 10, 20), q_max=7):
+    """A run in the shape tools/training_smollm2.py stores: the weights drift onto the grid's integers."""
+    rng = np.random.default_rng(0)
+    bins = np.linspace(-1.0, q_max + 1.0, 8 * (q_max + 2) + 1)
+    checkpoints = []
+    for i, step in enumerate(steps):
+        u = rng.uniform(0, q_max, 4000)
+        u = u + (np.round(u) - u) * i / len(steps)  # later checkpoints sit closer to the integers
+        checkpoints.append({"step": step, "ppl": 80.0 - 10 * i, "ppl_stderr": 3.0, "delta_pct": 200.0 - 40 * i,
+                            "delta_pct_stderr": 8.0, "codes": np.histogram(u, bins=bins)[0].tolist()})
+    return {"losses": list(np.linspace(4.5, 3.9, steps[-1])), "checkpoints": checkpoints,
+            "histogram_bins": bins.tolist()}
+
+
+def test_training_replay_moves_through_checkpoints_and_runs():
+    runs = {"INT3 g64": stored_run(), "QLoRA": {**stored_run((0, 5)), "histogram_bins": None}}
+    for point in runs["QLoRA"]["checkpoints"]:
+        del point["codes"]
+    app = widgets.TrainingReplay(runs, baselines={"INT3 g64": {"RTN": 80.2, "float": 25.7}})
+    assert app.state["step"] == 0 and app.state["ppl"] == 80.0
+    first_near = app.state["near_grid"]
+    app.controls["checkpoint"].value = 2
+    assert app.state["step"] == 20 and app.state["ppl"] == 60.0 and app.state["near_grid"] > first_near + 0.1
+    assert app.state["recent_loss"] == pytest.approx(np.mean(runs["INT3 g64"]["losses"][10:20]))
+    assert "step 20: perplexity 60.0" in app.summary.value and "within 1/8 step" in app.summary.value
+    app.controls["run"].value = "QLoRA"  # two checkpoints only: the slider's end shows its last one
+    assert app.state["step"] == 5 and "near_grid" not in app.state and "within" not in app.summary.value
+    with pytest.raises(ValueError, match="checkpoints 0 ... 1"):
+        widgets.replay_summary(runs["QLoRA"], 2)
+    with pytest.raises(ValueError, match="no runs"):
+        widgets.TrainingReplay({})
+
+
+def test_ste_picture_draws_the_staircase_and_both_gradients():
+    fig = figures.ste_rounding(q_max=3)
+    left, right = fig.axes
+    assert len(left.lines) == 2 and left.lines[1].get_ydata().max() == 3
+    assert set(np.unique(right.lines[0].get_ydata())) == {0.0, 1.0}
+    plt.close(fig)

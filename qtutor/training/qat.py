@@ -207,3 +207,34 @@ def convert(model: Any) -> dict[str, QuantizedTensor]:
                 plain.bias.copy_(module.bias)
         replace_module(model, name, plain)
     return tensors
+
+
+def learn_steps(weight: np.ndarray, inputs: np.ndarray, fmt: str = "int3", group_size: int = -1, sym: bool = True,
+                steps: int = 200, lr: float = 1e-3) -> dict:
+    """LSQ on one layer with its weights frozen: train only the steps s (from RTN's) to minimise the layer's output
+    error mean((X Ŵᵀ − X Wᵀ)²) on ``inputs``. Returns RTN's and the learned error, the learned / RTN step of every
+    group (below 1: the step shrank and now clips the largest weights), and the error per step."""
+    W = torch.as_tensor(np.asarray(weight, dtype=np.float32))
+    X = torch.as_tensor(np.asarray(inputs, dtype=np.float32)).reshape(-1, W.shape[1])
+    if not lr > 0 or steps < 1:
+        raise ValueError(f"lr={lr!r}, steps={steps!r}: give lr > 0 and at least one step")
+    layer = QATLinear(torch.nn.Linear(W.shape[1], W.shape[0], bias=False), fmt, group_size, sym, "lsq")
+    with torch.no_grad():
+        layer.weight.copy_(W)
+        layer.scale.copy_(layer.rtn_parameters()[0])
+    layer.weight.requires_grad_(False)
+    rtn_scale = layer.scale.detach().clone()
+    target = X @ W.T
+    optimizer = torch.optim.Adam([p for name, p in layer.named_parameters() if name in ("scale", "zero")], lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = ((layer(X) - target) ** 2).mean()
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        losses.append(((layer(X) - target) ** 2).mean().item())  # after the last step
+        learned = layer.scale_and_zero()[0]
+    return {"rtn_error": losses[0], "lsq_error": losses[-1], "losses": losses,
+            "scale_ratio": (learned / rtn_scale).numpy().ravel()}

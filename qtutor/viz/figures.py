@@ -620,3 +620,72 @@ def roofline_chart(points: Sequence[dict], bandwidth: float, peak: float, ax=Non
     ax.legend(fontsize=8, loc="lower right", frameon=False)
     ax.set_title(title)
     return fig
+
+
+# ---- training with quantization ------------------------------------------------------------------------------
+def ste_rounding(q_max: int = 7, ax=None, title: str = ""):
+    """Two panels: the rounding staircase round(x) clamped to [0, q_max] against the identity the straight-through
+    estimator pretends it is, and their gradients: the staircase's is 0 almost everywhere (a spike at every
+    half), the STE's 1 inside the range and 0 where the clamp cuts."""
+    if ax is None:
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.2), constrained_layout=True)
+    fig = ax[0].figure
+    x = np.linspace(-1.5, q_max + 1.5, 2001)
+    staircase = np.clip(np.round(x), 0, q_max)
+    ax[0].plot(x, np.clip(x, 0, q_max), color=ORIGINAL, linestyle="--", label="what backward pretends: clamp(x)")
+    ax[0].plot(x, staircase, color=QUANTIZED, label="forward: clamp(round(x))")
+    ax[0].set_xlabel("x = w / s + z")
+    ax[0].set_ylabel("code")
+    ax[0].legend(fontsize=8, frameon=False)
+    inside = (x >= 0) & (x <= q_max)
+    ax[1].plot(x, inside.astype(float), color=ORIGINAL, label="STE: 1 inside the range, 0 outside")
+    ax[1].plot(x, np.zeros_like(x), color=QUANTIZED, label="true derivative: 0 (undefined at the halves)")
+    for half in np.arange(0.5, q_max, 1.0):
+        ax[1].plot([half], [0], "|", color=QUANTIZED, markersize=10)
+    ax[1].set_ylim(-0.2, 1.3)
+    ax[1].set_xlabel("x")
+    ax[1].set_ylabel("d code / dx")
+    ax[1].legend(fontsize=8, frameon=False, loc="upper right")
+    ax[0].set_title(title)
+    return fig
+
+
+def training_replay(losses: Sequence[float], checkpoints: Sequence[dict], index: int, bins: Sequence[float],
+                    baselines: dict | None = None, axes=None, title: str = ""):
+    """A training run replayed at checkpoint ``index``: the loss per step (a line) with the checkpoint marked;
+    perplexity ± standard error at every checkpoint so far, with ``baselines`` ({label: perplexity}, e.g. RTN,
+    GPTQ, float) as dashed lines; and the checkpoint's histogram of one layer's weights in units of their step
+    (``checkpoints[i]["codes"]`` over ``bins``), the grid's integers marked: QAT pulls weights onto them."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), constrained_layout=True)
+    fig = axes[0].figure
+    point = checkpoints[index]
+    steps = np.arange(1, len(losses) + 1)
+    axes[0].plot(steps, losses, color=GRID, linewidth=0.8)
+    shown = steps <= point["step"]
+    axes[0].plot(steps[shown], np.asarray(losses, dtype=float)[shown], color=QUANTIZED)
+    axes[0].axvline(point["step"], color=ERROR, linewidth=0.8)
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("training loss (nats/token)")
+    so_far = checkpoints[: index + 1]
+    axes[1].errorbar([c["step"] for c in so_far], [c["ppl"] for c in so_far], [c["ppl_stderr"] for c in so_far],
+                     fmt="o-", color=QUANTIZED, capsize=3, label="trained")
+    for i, (label, value) in enumerate((baselines or {}).items()):
+        axes[1].axhline(value, color=f"C{i}", linestyle="--", linewidth=1, label=label)
+    axes[1].set_xlim(-1, checkpoints[-1]["step"] + 1)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("test perplexity")
+    axes[1].legend(fontsize=7, frameon=False)
+    axes[0].set_title(title)
+    if "codes" not in point:  # a run without a weight histogram (QLoRA trains adapters, not the grid)
+        axes[2].set_visible(False)
+        return fig
+    edges = np.asarray(bins, dtype=float)
+    axes[2].stairs(point["codes"], edges, fill=True, color=QUANTIZED, alpha=0.7)
+    for level in range(int(np.ceil(edges[0])), int(np.floor(edges[-1])) + 1):
+        axes[2].axvline(level, color=GRID, linewidth=0.5)
+    axes[2].set_xlabel("weight / step + zero (the grid: the integers)")
+    axes[2].set_ylabel("weights")
+    axes[2].set_title(f"step {point['step']}", fontsize=9)
+    return fig

@@ -1103,3 +1103,61 @@ class LayerErrorMap(App):
             colorbar_label=f"{settings['method']} error / RTN error" if ratio else "relative output error",
             title=f"{settings['method']} {settings['setting']}: "
                   + ("error divided by RTN's (blue: better)" if ratio else "output error per layer (worst outlined)"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebooks 09 and 17: a training run replayed from its saved checkpoints (nothing trains on a slider)
+# --------------------------------------------------------------------------------------------------------------
+def replay_summary(run: dict, index: int) -> dict:
+    """Checkpoint ``index`` of a stored run: its step, perplexity ± standard error and change from float, the mean
+    training loss of the steps before it, and the share of the layer's weights within 1/8 of a step from a grid
+    point (how far QAT has pulled them onto the grid)."""
+    checkpoints = run["checkpoints"]
+    if not 0 <= index < len(checkpoints):
+        raise ValueError(f"checkpoint {index}: this run has checkpoints 0 ... {len(checkpoints) - 1}")
+    point = checkpoints[index]
+    losses = run["losses"][max(0, point["step"] - 10): point["step"]]
+    summary = {"step": point["step"], "ppl": point["ppl"], "ppl_stderr": point["ppl_stderr"],
+               "delta_pct": point["delta_pct"], "delta_pct_stderr": point["delta_pct_stderr"],
+               "recent_loss": float(np.mean(losses)) if losses else None}
+    if "codes" in point:
+        edges = np.asarray(run["histogram_bins"], dtype=float)
+        centres = (edges[:-1] + edges[1:]) / 2
+        near = np.abs(centres - np.round(centres)) < 1 / 8
+        counts = np.asarray(point["codes"], dtype=float)
+        summary["near_grid"] = float(counts[near].sum() / counts.sum())
+    return summary
+
+
+class TrainingReplay(App):
+    """Replay stored training runs: pick a run, slide through its checkpoints; the loss, the perplexity against
+    the baselines and one layer's weights in units of their step redraw (from stored data, instantly)."""
+
+    title = "A training run, replayed from its checkpoints"
+
+    def __init__(self, runs: dict[str, dict], baselines: dict[str, dict] | None = None, run: str | None = None,
+                 checkpoint: int = 0):
+        if not runs:
+            raise ValueError("no runs to replay: give {label: run} with losses and checkpoints")
+        self.runs, self.baselines = runs, baselines or {}
+        longest = max(len(r["checkpoints"]) for r in runs.values())
+        super().__init__({"run": dropdown("run", list(runs), run or next(iter(runs))),
+                          "checkpoint": slider("checkpoint", checkpoint, 0, longest - 1)})
+
+    def compute(self, run: str, checkpoint: int) -> dict:
+        stored = self.runs[run]
+        index = min(checkpoint, len(stored["checkpoints"]) - 1)
+        return {"index": index, **replay_summary(stored, index)}
+
+    def describe(self, state: dict) -> str:
+        text = (f"step {state['step']}: perplexity {state['ppl']:.1f} ± {state['ppl_stderr']:.1f} "
+                f"({state['delta_pct']:+.1f} % ± {state['delta_pct_stderr']:.1f} from float)")
+        if state.get("near_grid") is not None:
+            text += f"; {state['near_grid']:.0%} of the layer's weights within 1/8 step of a grid point"
+        return text
+
+    def draw(self, state: dict):
+        name = state["settings"]["run"]
+        stored = self.runs[name]
+        return figures.training_replay(stored["losses"], stored["checkpoints"], state["index"],
+                                       stored.get("histogram_bins", ()), self.baselines.get(name), title=name)

