@@ -6,7 +6,7 @@ Colours: quantized things in orange, originals in blue, errors in red, grids in 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
