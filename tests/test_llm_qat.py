@@ -1,5 +1,6 @@
 """LLM-QAT's pieces: the MinMax quantizers of the reference (and its clipped straight-through gradient), the
-per-token cache error bound, the self-generated data, distillation through the training loop, bad input."""
+per-token cache error bound, the self-generated data, distillation through the training loop, data-free distillation within reach of
+distillation on real text (the tiny model), bad input."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import qtutor as qt
+from qtutor.eval.perplexity import score
 from qtutor.training import llm_qat
 
 
@@ -69,3 +71,37 @@ def test_bad_input():
         llm_qat.generate_data(teacher, 0, 12, progress=False)
     with pytest.raises(ValueError, match="the same model"):
         llm_qat.distill(teacher, teacher, np.zeros((2, 64), np.int64), steps=1, progress=False)
+
+
+def test_data_free_distillation_is_within_reach_of_distillation_on_real_text():
+    """Measured (tiny model, W3-A8-KV4, 4096 test tokens, 30 steps of 8 x 256 tokens at lr 1e-4, the teacher's
+    KL): no training +2.74 % +- 0.40 over float; on 32 sequences the model wrote itself +1.80 % +- 0.25; on the
+    real wiki training text +1.29 % +- 0.25. So the data-free run must beat no training outside the noise, and
+    end within 1 % of the real-text run (it recovers two thirds of what real text recovers)."""
+    torch.manual_seed(0)
+    teacher, tokenizer = qt.load_model("tiny")
+    test_tokens = qt.data.tokens("test", tokenizer)[:4096]
+    window = dict(ctx=256, stride=256, progress=False)
+    generated = llm_qat.generate_data(teacher, 32, 256, progress=False)
+    scores = {}
+    for name, data in (("none", None), ("generated", generated), ("real", qt.data.tokens("train", tokenizer))):
+        student, _ = qt.load_model("tiny")
+        llm_qat.prepare(student, w_bits=3, a_bits=8, kv_bits=4)
+        if data is not None:
+            llm_qat.distill(student, teacher, data, steps=30, lr=1e-4, batch=8, seq_len=256, progress=False)
+        scores[name] = score(student, tokenizer, tokens=test_tokens, **window)
+    gain = scores["generated"].compare(scores["none"])
+    assert gain["delta_pct"] < -2 * gain["delta_pct_stderr"] < 0
+    assert scores["generated"].compare(scores["real"])["delta_pct"] < 1.0
+
+
+def test_the_cache_quantizer_can_be_switched_on_after_training():
+    model, _ = qt.load_model("tiny")
+    llm_qat.prepare(model, w_bits=4, a_bits=8, kv_bits=None)
+    ids = torch.arange(16)[None]
+    before = model(input_ids=ids).logits
+    changed = llm_qat.quantize_cache_after(model, 4)
+    assert changed and all(name.endswith(("k_proj", "v_proj")) for name in changed)
+    assert not torch.equal(model(input_ids=ids).logits, before)
+    with pytest.raises(ValueError, match="prepare"):
+        llm_qat.quantize_cache_after(qt.load_model("tiny")[0], 4)

@@ -1,6 +1,7 @@
 """QLoRA: a frozen NF4 + double-quantized base and LoRA adapters. Step 0 is the NF4 base exactly; only the
 adapters train while the gradient still reaches the layer's input; the base costs 4.127 bits per weight, counted
-from its buffers; its bytes are bitsandbytes' own (the library people use for this); bad input is refused."""
+from its buffers; its bytes are bitsandbytes' own (the library people use for this); a float base is plain LoRA; a few steps on news
+lower held-out news perplexity below the NF4 base's; bad input is refused."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,9 @@ import pytest
 import torch
 
 import qtutor as qt
+from qtutor.eval.perplexity import score
 from qtutor.training import qlora
+from qtutor.training.loop import train
 
 
 def linear(out_features=32, in_features=256, seed=0, bias=True):
@@ -99,3 +102,30 @@ def test_bad_input():
         qlora.QLoRALinear(bad, rank=4)
     with pytest.raises(ValueError, match="no nn.Linear"):
         qlora.prepare(torch.nn.Sequential(torch.nn.ReLU()))
+
+
+def test_a_float_base_is_plain_lora_and_starts_at_the_float_layer():
+    base = linear()
+    layer = qlora.QLoRALinear(base, rank=4, base="float", compute_dtype=torch.float32)
+    x = torch.randn(3, 256)
+    torch.testing.assert_close(layer(x), base(x), rtol=0, atol=1e-6)
+    assert layer.bits_per_weight == pytest.approx(32, abs=0.01)
+    with pytest.raises(ValueError, match="base"):
+        qlora.QLoRALinear(linear(), rank=4, base="int4")
+
+
+def test_qlora_on_news_lowers_held_out_news_perplexity_below_the_nf4_base():
+    """Measured (tiny model, the last 4096 news tokens, which it never trains on; rank 8, lr 2e-4, 8 x 256
+    tokens a step): float 210.3; NF4 base 211.2; after 20 steps 202.3 (-4.2 % +- 0.33 against the NF4 base);
+    LoRA on the float base 201.6. Here 12 steps: the gain must be outside twice its paired standard error."""
+    torch.manual_seed(0)
+    model, tokenizer = qt.load_model("tiny")
+    news = qt.data.tokens("news", tokenizer)
+    held_out, training_text = news[-4096:], news[:-4096]
+    window = dict(ctx=256, stride=256, progress=False)
+    qlora.prepare(model, rank=8, alpha=16, compute_dtype=torch.float32)
+    nf4_base = score(model, tokenizer, tokens=held_out, **window)
+    history = train(model, training_text, steps=12, lr=2e-4, batch=8, seq_len=256, progress=False)
+    assert history.stopped is None
+    change = score(model, tokenizer, tokens=held_out, **window).compare(nf4_base)
+    assert change["delta_pct"] < -2 * change["delta_pct_stderr"] < 0

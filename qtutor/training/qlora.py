@@ -49,6 +49,7 @@ from qtutor.formats.normalfloat import ALLOWED_BLOCKS, DOUBLE_QUANT_BLOCK, NF4_T
 
 ROLES = ("q", "k", "v", "qkv", "o", "gate", "up", "down", "other")  # every linear role but lm_head
 COMPUTE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+BASES = ("nf4", "float")  # QLoRA's frozen 4-bit base, or plain LoRA's frozen float one (the comparison)
 
 
 # ---- the frozen NF4 base, in torch (the NumPy twin: qtutor.formats.normalfloat) ---------------------------------
@@ -136,13 +137,17 @@ class QLoRALinear(torch.nn.Module):
 
     def __init__(self, linear: torch.nn.Linear, rank: int = 64, alpha: float = 16, dropout: float = 0.0,
                  block: int = 64, double_quant: bool = True, compute_dtype: torch.dtype = torch.bfloat16,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, base: str = "nf4"):
         super().__init__()
+        if base not in BASES:
+            raise ValueError(f"base={base!r}: one of {BASES} (the NF4 base is QLoRA; a float base is plain LoRA)")
+        self.base = base
         if not isinstance(linear, torch.nn.Linear):
             raise TypeError(f"QLoRALinear wraps a torch.nn.Linear, not {type(linear).__name__}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
         check_adapter(rank, alpha, dropout, self.in_features, self.out_features)
-        check_block(block, self.in_features)
+        if base == "nf4":
+            check_block(block, self.in_features)
         if compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype={compute_dtype!r}: use torch.bfloat16 (QLoRA's), torch.float16 or "
                              f"torch.float32")
@@ -154,7 +159,10 @@ class QLoRALinear(torch.nn.Module):
         self.rank, self.alpha, self.scaling = int(rank), float(alpha), float(alpha) / int(rank)
         self.block, self.double_quant, self.compute_dtype = block, bool(double_quant), compute_dtype
         device = linear.weight.device
-        self.register_nf4_base(W.cpu().numpy(), device)
+        if base == "nf4":
+            self.register_nf4_base(W.cpu().numpy(), device)
+        else:
+            self.register_buffer("weight_float", W.clone())
         self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach().clone(),
                                                                         requires_grad=False)
         A = torch.empty(self.rank, self.in_features, dtype=torch.float32)
@@ -181,6 +189,8 @@ class QLoRALinear(torch.nn.Module):
 
     def storage_buffers(self) -> dict[str, torch.Tensor]:
         """The buffers that hold the base weight (what a checkpoint of the 4-bit base stores)."""
+        if self.base == "float":
+            return {"weight_float": self.weight_float}
         names = ("weight_packed", "absmax_codes", "absmax2", "absmax_offset") if self.double_quant else \
             ("weight_packed", "absmax")
         return {name: getattr(self, name) for name in names}
@@ -198,7 +208,10 @@ class QLoRALinear(torch.nn.Module):
         return dequantize_absmax(self.absmax_codes, self.absmax2, self.absmax_offset, self.dynamic_code)
 
     def base_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """W_hat = dequant_NF4(W), computed in float32 (as bitsandbytes does), then cast to ``dtype``."""
+        """W_hat = dequant_NF4(W), computed in float32 (as bitsandbytes does), then cast to ``dtype``
+        (a float base: W itself)."""
+        if self.base == "float":
+            return self.weight_float.to(dtype)
         shape = (self.out_features, self.in_features)
         W_hat = dequantize_nf4(self.weight_packed, self.block_absmax(), shape, self.block, self.nf4_bytes)
         return W_hat.to(dtype)
@@ -216,8 +229,9 @@ class QLoRALinear(torch.nn.Module):
 
     def extra_repr(self) -> str:
         dq = " + double quant" if self.double_quant else ""
+        stored = f"NF4 block {self.block}{dq}" if self.base == "nf4" else "float32"
         dropout = self.dropout.p if isinstance(self.dropout, torch.nn.Dropout) else 0.0
-        return (f"in_features={self.in_features}, out_features={self.out_features}, base=NF4 block {self.block}{dq} "
+        return (f"in_features={self.in_features}, out_features={self.out_features}, base={stored} "
                 f"({self.bits_per_weight:.3f} bits/weight, frozen), compute_dtype={self.compute_dtype}, "
                 f"rank={self.rank}, alpha={self.alpha:g} (scaling {self.scaling:g}), dropout={dropout:g}, "
                 f"bias={'frozen' if self.bias is not None else 'none'}")
@@ -234,6 +248,7 @@ class QLoRAReport:
     block: int
     double_quant: bool
     compute_dtype: str
+    base: str = "nf4"
     layers: list[str] = field(default_factory=list)
     trainable_parameters: int = 0
     frozen_parameters: int = 0
@@ -252,10 +267,11 @@ class QLoRAReport:
 
 def prepare(model: Any, rank: int = 64, alpha: float = 16, dropout: float = 0.0, block: int = 64,
             double_quant: bool = True, compute_dtype: torch.dtype = torch.bfloat16, roles: tuple[str, ...] = ROLES,
-            seed: int = 0) -> QLoRAReport:
+            seed: int = 0, base: str = "nf4") -> QLoRAReport:
     """Freeze ``model`` and put a :class:`QLoRALinear` in place of every ``nn.Linear`` of ``roles`` (PEFT's
     ``get_peft_model`` on a 4-bit model). The adapters are initialised from ``seed``, layer by layer in module
-    order, so a run is reproducible. Undo with :func:`merge` (float weights) or by reloading the model."""
+    order, so a run is reproducible. ``base="float"`` keeps the frozen base in float32: plain LoRA, the
+    comparison that shows what the 4-bit base costs (the adapters start the same from the same seed). Undo with :func:`merge` (float weights) or by reloading the model."""
     from qtutor.model import linear_layers, replace_module
 
     layers = [layer for layer in linear_layers(model) if layer.role in roles and not layer.transposed]
@@ -266,11 +282,11 @@ def prepare(model: Any, rank: int = 64, alpha: float = 16, dropout: float = 0.0,
         parameter.requires_grad_(False)
     generator = torch.Generator().manual_seed(seed)
     report = QLoRAReport(rank=rank, alpha=alpha, dropout=dropout, block=block, double_quant=double_quant,
-                         compute_dtype=str(compute_dtype).replace("torch.", ""))
+                         compute_dtype=str(compute_dtype).replace("torch.", ""), base=base)
     for layer in layers:
         try:
             replacement = QLoRALinear(layer.module, rank, alpha, dropout, block, double_quant, compute_dtype,
-                                      generator)
+                                      generator, base)
         except (TypeError, ValueError) as error:
             raise type(error)(f"{layer.name}: {error}") from None
         replace_module(model, layer.name, replacement)
