@@ -74,13 +74,16 @@ def test_bad_input():
 
 
 def test_data_free_distillation_is_within_reach_of_distillation_on_real_text():
-    """Measured (tiny model, W3-A8-KV4, 4096 test tokens, 30 steps of 8 x 256 tokens at lr 1e-4, the teacher's
-    KL): no training +2.74 % +- 0.40 over float; on 32 sequences the model wrote itself +1.80 % +- 0.25; on the
-    real wiki training text +1.29 % +- 0.25. So the data-free run must beat no training outside the noise, and
-    end within 1 % of the real-text run (it recovers two thirds of what real text recovers)."""
+    """Measured (tiny model, W3-A8-KV4, 16384 test tokens, 30 steps of 8 x 256 tokens at lr 1e-4, the teacher's
+    KL; one torch thread / two): no training +3.35 % +- 0.19 over float; on 32 sequences the model wrote itself
+    +2.30 / +2.15 % +- 0.12; on the real wiki training text +1.72 / +1.66 % +- 0.12. Data-free against no training:
+    -1.02 / -1.17 % +- 0.17 (paired). The thread count changes the training trajectory by ~0.15 %, so the test set
+    is large enough (16384 tokens, not 4096: there the paired stderr was 0.36 and one thread gave -0.63, inside
+    two stderrs). So the data-free run must beat no training outside the noise, and end within 1 % of the
+    real-text run (measured +0.57 / +0.48 % from it)."""
     torch.manual_seed(0)
     teacher, tokenizer = qt.load_model("tiny")
-    test_tokens = qt.data.tokens("test", tokenizer)[:4096]
+    test_tokens = qt.data.tokens("test", tokenizer)[:16384]
     window = dict(ctx=256, stride=256, progress=False)
     generated = llm_qat.generate_data(teacher, 32, 256, progress=False)
     scores = {}

@@ -42,13 +42,8 @@ LLM_QAT_STEPS, LLM_QAT_LR, LLM_QAT_SEQUENCES = 20, 5e-5, 32
 QLORA_RANK, QLORA_ALPHA, QLORA_LR, QLORA_CHECKPOINTS = 16, 16, 2e-4, (0, 5, 20)
 
 
-def point(model, tokenizer, fp, ref, split: str = "test", tokens=None) -> dict:
+def point(model, tokenizer, fp, ref, split: str = "test") -> dict:
     """Perplexity ± stderr, change from float ± paired stderr and KL of ``model`` as it is now."""
-    if tokens is not None:
-        measured = score(model, tokenizer, tokens=tokens, ctx=CTX, stride=STRIDE, progress=False)
-        change = measured.compare(fp)
-        return {"ppl": measured.ppl, "ppl_stderr": measured.ppl_stderr, "delta_pct": change["delta_pct"],
-                "delta_pct_stderr": change["delta_pct_stderr"]}
     result = evaluate(model, tokenizer, None, split=split, ctx=CTX, stride=STRIDE, max_tokens=TOKENS,
                       baseline=fp, reference=ref)
     return {k: result[k] for k in ("ppl", "ppl_stderr", "delta_pct", "delta_pct_stderr", "kl", "same_top_pct")}
@@ -158,15 +153,20 @@ def part_qlora(model, tokenizer, fp, ref) -> dict:
         report = qlora.prepare(student, rank=QLORA_RANK, alpha=QLORA_ALPHA, compute_dtype=torch.float32, base=base)
         run = {"base_bits_per_weight": report.base_bits_per_weight, "trainable_parameters": report.trainable_parameters,
                "adapter_share": report.adapter_share, "losses": [], "checkpoints": []}
-        started, done = time.time(), 0
+        started, done, first = time.time(), 0, None
         for checkpoint in QLORA_CHECKPOINTS:
             if checkpoint > done:
                 history = train(student, training_text, steps=checkpoint - done, lr=QLORA_LR, batch=BATCH,
                                 seq_len=SEQ_LEN, seed=done, progress=True)
                 run["losses"] += history.losses
                 done = checkpoint
-            row = {"step": checkpoint, "train_seconds": round(time.time() - started, 1),
-                   **point(student, tokenizer, float_news, None, tokens=held_out)}
+            measured = score(student, tokenizer, tokens=held_out, ctx=CTX, stride=STRIDE, progress=False)
+            first = measured if checkpoint == 0 else first
+            change, gain = measured.compare(float_news), measured.compare(first)
+            row = {"step": checkpoint, "train_seconds": round(time.time() - started, 1), "ppl": measured.ppl,
+                   "ppl_stderr": measured.ppl_stderr, "delta_pct": change["delta_pct"],
+                   "delta_pct_stderr": change["delta_pct_stderr"], "from_step0_pct": gain["delta_pct"],
+                   "from_step0_pct_stderr": gain["delta_pct_stderr"]}
             print(base, json.dumps(row), flush=True)
             run["checkpoints"].append(row)
         result[base] = run

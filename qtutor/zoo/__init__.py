@@ -13,6 +13,7 @@ HERE = Path(__file__).resolve().parent
 MEASUREMENTS = {"smollm2": HERE / "smollm2_measurements.json"}
 LAYER_ERRORS = {"smollm2": HERE / "smollm2_layer_errors.json"}
 IQUANTS = {"smollm2": HERE / "smollm2_iquants.json"}
+TRAINING = {"smollm2": HERE / "smollm2_training.json"}
 
 
 def _stored(files: dict[str, Path], model: str, what: str, tool: str) -> dict:
@@ -49,4 +50,14 @@ def iquants(model: str = "smollm2") -> dict:
     return _stored(IQUANTS, model, "i-quant measurements", "tools/iquants_smollm2.py")
 
 
-__all__ = ["iquants", "layer_errors", "measurements"]
+def training(model: str = "smollm2") -> dict:
+    """Short training runs through the rounding (written by ``python tools/training_smollm2.py --part P``, one
+    key per part): ``qat`` (LSQ at INT3 and INT2 g64 from RTN, with RTN's row, checkpoints of perplexity and a
+    histogram of one layer's weights in units of their step), ``llm_qat`` (W4-A8-KV4: no training, data-free
+    distillation, distillation on real text, the cache quantized only after training) and ``qlora`` (adapters on
+    the NF4 base and on the float base, fine-tuned on news and scored on held-out news). Each part states its
+    command, time and machine."""
+    return _stored(TRAINING, model, "training runs", "tools/training_smollm2.py --part qat (and llm_qat, qlora)")
+
+
+__all__ = ["iquants", "layer_errors", "measurements", "training"]
