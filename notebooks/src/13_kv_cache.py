@@ -12,8 +12,8 @@
 # model. Here the weights stay exactly as they are; only the cache is quantized, and "float" below means that
 # model with a float32 cache.
 #
-# *The other half of notebook 13, quantization-aware training (QAT, LLM-QAT), is not written yet; it comes
-# with the QAT work.*
+# A cache can also be quantized *during* training, so the model learns to live with it: LLM-QAT's KV4, in
+# notebook 17 beside quantization-aware training.
 
 # %%
 import numpy as np
