@@ -72,6 +72,42 @@ def parse(text: str) -> list:
     return cells
 
 
+POLL_SLICE_S = 1.0  # how long one wait on the kernel's shell channel may block before it looks again
+
+
+def _client(notebook, **options):
+    """An nbclient NotebookClient whose wait for a cell's reply polls the shell channel in short slices.
+
+    nbclient waits for ``execute_reply`` with one ``poll(timeout)`` on the shell socket; now and then that poll
+    misses a reply that has already arrived when the cell created a widget (jupyter/nbclient#312), and the build
+    sits until the cell timeout (600 s) although the kernel answered in a fraction of a second. A fresh poll
+    every POLL_SLICE_S seconds sees the waiting message, so the stall costs at most one slice.
+    """
+    from queue import Empty
+
+    from nbclient import NotebookClient
+
+    class SlicedPollClient(NotebookClient):
+        async def async_start_new_kernel_client(self):
+            client = await super().async_start_new_kernel_client()
+            channel, blocking_get = client.shell_channel, client.shell_channel.get_msg
+
+            async def get_msg(timeout=None):
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while True:
+                    left = POLL_SLICE_S if deadline is None else max(0.0, deadline - time.monotonic())
+                    try:
+                        return await blocking_get(timeout=min(POLL_SLICE_S, left))
+                    except Empty:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise
+
+            channel.get_msg = get_msg
+            return client
+
+    return SlicedPollClient(notebook, **options)
+
+
 def build(source: Path, execute: bool = True) -> Path:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = parse(source.read_text())
@@ -79,11 +115,9 @@ def build(source: Path, execute: bool = True) -> Path:
     notebook.metadata["language_info"] = {"name": "python"}
     target = OUTPUT / f"{source.stem}.ipynb"
     if execute:
-        from nbclient import NotebookClient
-
         started = time.time()
-        NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(OUTPUT)}},
-                       allow_errors=False).execute()
+        _client(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(OUTPUT)}},
+                allow_errors=False).execute()
         print(f"{source.stem}: executed in {time.time() - started:.1f} s")
     for cell in notebook.cells:  # volatile metadata nbval does not need
         cell.metadata.pop("execution", None)

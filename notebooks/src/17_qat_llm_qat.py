@@ -283,8 +283,8 @@ claim("a KV cache quantized during training beats the same cache quantized only 
 #    at INT3?
 # 2. STE or LSQ? Train the tiny model at INT2 g64 with `step="ste"` (scales recomputed from the weights each step,
 #    as RTN) for the same 20 steps and compare with LSQ's row above.
-# 3. LLM-QAT on the tiny model: distill a W3-A8-KV4 student from the teacher on 32 sequences the teacher
-#    writes itself, for 30 steps, and compare its perplexity with the untrained student's on 16,384 test tokens.
+# 3. LLM-QAT on the tiny model: distill a W3-A8-KV4 student from the teacher on 24 sequences the teacher
+#    writes itself, for 15 steps, and compare its perplexity with the untrained student's on 16,384 test tokens.
 #    (At W4 the tiny model loses under half a percent, too little to see a repair in the noise.)
 
 # %% tags=["solution"]
@@ -314,7 +314,7 @@ float_test = score(tiny, tiny_tok, **TEST)
 untrained, _ = qt.load_model("tiny")
 llm_qat.prepare(untrained, w_bits=3, a_bits=8, kv_bits=4)
 before = score(untrained, tiny_tok, **TEST)
-llm_qat.distill(untrained, teacher, llm_qat.generate_data(teacher, 32, 256, progress=False), steps=30, lr=1e-4,
+llm_qat.distill(untrained, teacher, llm_qat.generate_data(teacher, 24, 256, progress=False), steps=15, lr=1e-4,
                 batch=8, seq_len=256, progress=False)
 after = score(untrained, tiny_tok, **TEST)
 gain = after.compare(before)
