@@ -18,12 +18,13 @@ is clipped by the storage rounding, so every element's error stays within s / 2.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from qtutor.backend import array_namespace, is_cupy
-from qtutor.formats.base import Format, round_half_even
+from qtutor.formats.base import Format, groups_shape, round_half_even
 from qtutor.formats.packing import pack_bits, unpack_bits
 from qtutor.tensor import QuantizedTensor
 
@@ -115,6 +116,15 @@ class IntegerFormat(Format):
 
     def group_overhead_bits(self, sym: bool) -> int:
         return self.scale_bits + (0 if sym else self.bits)
+
+    def storage_bits(self, q: QuantizedTensor) -> int:
+        """Codes, scales and zero points; a zero point that is a real number rather than a code (HQQ's) is
+        stored wider, at ``q.extra["zero_bits"]`` bits, by whoever made it."""
+        bits = super().storage_bits(q)
+        zero_bits = q.extra.get("zero_bits")
+        if zero_bits is None or q.sym or q.group_size is None:
+            return bits
+        return bits + math.prod(groups_shape(q.shape, q.group_size)) * (int(zero_bits) - self.bits)
 
     # ---- packing ------------------------------------------------------------------------------------------
     def pack(self, q: QuantizedTensor) -> Any:
