@@ -9,14 +9,16 @@
 
 Families, one file each: ``integer`` (INT2..INT8), ``minifloat`` (FP16, BF16, FP8, FP6, FP4),
 ``microscaling`` (MXFP4/6/8, MXINT8, NVFP4), ``normalfloat`` (NF4 and bitsandbytes' FP4), and ``ggml``
-(llama.cpp's block types Q4_0 ... Q6_K, listed by :func:`block_types`: their scales live inside each block).
+(llama.cpp's block types Q4_0 ... Q6_K, listed by :func:`block_types`: their scales live inside each block),
+and ``codebook`` (vectors of weights coded as entries of tables: QuIP#'s E8P; listed by
+:func:`codebook_formats`).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from qtutor.formats.base import Format
-from qtutor.formats.registry import block_types, by_name, names, register
+from qtutor.formats.registry import block_types, by_name, codebook_formats, names, register
 
 
 def _integer(bits: int) -> Callable[[], Format]:
@@ -50,6 +52,9 @@ for _name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "ggml_MXFP4", "Q2_K", "Q3_
               "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S",
               "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M"):  # ggml.TYPES, in its order (tests/test_gguf.py checks)
     register(_name.lower(), _from("ggml", _name), block_type=True)
+# vector codebooks (listed by codebook_formats()): QuIP#'s fixed lattice tables; methods add learned ones
+for _name in ("e8p", "e8p_rvq3"):
+    register(_name, _from("codebook", _name), codebook=True)
 del _bits, _name
 
 

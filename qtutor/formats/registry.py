@@ -11,19 +11,28 @@ from typing import Any, Callable
 
 _MAKERS: dict[str, Callable[[], Any]] = {}
 _BLOCK_TYPES: list[str] = []  # formats whose scales live inside fixed blocks of bytes (ggml's Q4_K ...)
+_CODEBOOKS: list[str] = []  # formats whose values are vectors from a table (QuIP#'s E8P, learned codebooks)
 
 
-def register(name: str, make: Callable[[], Any], block_type: bool = False) -> None:
+def register(name: str, make: Callable[[], Any], block_type: bool = False, codebook: bool = False) -> None:
     """Add the format ``name`` (lower case), built by ``make()`` the first time it is asked for. A
-    ``block_type`` (ggml's) is left out of :func:`names`, which lists the formats with an element grid."""
+    ``block_type`` (ggml's) or a ``codebook`` format is left out of :func:`names`, which lists the formats with
+    an element grid."""
     _MAKERS[name] = make
     if block_type:
         _BLOCK_TYPES.append(name)
+    if codebook:
+        _CODEBOOKS.append(name)
 
 
 def names() -> list[str]:
     """The name of every element format (one code per number, on a grid), in the order the course meets them."""
-    return [name for name in _MAKERS if name not in _BLOCK_TYPES]
+    return [name for name in _MAKERS if name not in _BLOCK_TYPES and name not in _CODEBOOKS]
+
+
+def codebook_formats() -> list[str]:
+    """The name of every codebook format (vectors of weights coded as entries of tables)."""
+    return list(_CODEBOOKS)
 
 
 def block_types() -> list[str]:
