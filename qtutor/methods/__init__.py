@@ -51,6 +51,9 @@ class Method:
     # the format and granularity the method defines, e.g. {"fmt": "int8", "group_size": -1, "sym": True};
     # asking for another is an error (see resolve)
     fixed: dict = field(default_factory=dict)
+    # the only formats the method takes, its default first (the codebook methods: QuIP#'s "e8p", AQLM's tables);
+    # empty: every element format. A codebook format (qtutor.formats.codebook_formats) needs a method listing it
+    formats: tuple[str, ...] = ()
     # before the weights are rounded: a change to the model that leaves what it computes as it was
     # (phases.TRANSFORMS: AWQ's searched and folded scales, SmoothQuant's smoothing)
     transform: str | None = None
@@ -87,8 +90,22 @@ class Method:
                                  f"method that takes one: {', '.join(_free_format_methods())}")
         resolved = {**asked, **self.fixed}
         if resolved["fmt"] in ("default", None):
-            resolved["fmt"] = DEFAULT_FORMAT
+            resolved["fmt"] = self.formats[0] if self.formats else DEFAULT_FORMAT
+        self._check_listed(resolved["fmt"])
         return resolved["fmt"], resolved["group_size"], resolved["sym"]
+
+    def _check_listed(self, fmt: Any) -> None:
+        from qtutor import formats
+
+        if self.check_fmt is not None:  # a method whose fmt names something else (a GGUF mix) checks its own
+            return
+        name = _format_name(fmt)
+        if self.formats and name not in self.formats:
+            raise ValueError(f"{self.name} takes the formats {', '.join(self.formats)}, not {name!r}")
+        if not self.formats and name in formats.codebook_formats():
+            takers = [m for m in METHODS if name in declaration(m).formats]
+            raise ValueError(f"{name} is a codebook format (vectors of weights, not numbers on a grid); "
+                             f"{self.name} rounds numbers: use {' or '.join(takers) or 'a codebook method'}")
 
     def check_format(self, fmt: Any = "default") -> str:
         """The canonical name of the format (or mix) ``fmt`` asks for; a ValueError that says why if it is refused."""
