@@ -55,9 +55,10 @@ def e8p_magnitudes() -> np.ndarray:
     227 are the distinct |x| of the points x of D8 + 1/2 (all coordinates half-integers, even sum) inside the
     ball ||x||^2 <= 10; 29 more of squared norm 12 (five 3/2 and three 1/2, chosen by QuIP# to fill 2^8) complete
     the table (QuIP#'s 2-bit file lists 13331133 twice; its 3-bit file has 29 distinct ones, taken here)."""
-    halves = np.array(list(itertools.product(range(-4, 4), repeat=8)), dtype=np.float64) + 0.5
-    inside = (np.mod(halves.sum(axis=1), 2) == 0) & ((halves**2).sum(axis=1) <= 10)
-    magnitudes = np.unique(np.abs(halves[inside]), axis=0)
+    # every |x| pattern of half-integers is reached by some x of even sum (one sign flip changes the sum by
+    # the odd 2 a_i), so the patterns are those inside the ball, in lexicographic order
+    patterns = np.array(list(itertools.product((0.5, 1.5, 2.5, 3.5), repeat=8)), dtype=np.float64)
+    magnitudes = patterns[(patterns**2).sum(axis=1) <= 10]
     assert len(magnitudes) == 227
     threes = np.array([
         "31113333", "13113333", "11313333", "11133333", "33313311", "33313131", "33311331", "33313113",
@@ -103,7 +104,7 @@ def e8p_nearest(X: Any) -> tuple[Any, Any]:
     ||y - s a||^2 = ||y||^2 + ||a||^2 - 2 sum_i s_i a_i y_i is smallest with s_i = sign(y_i), unless that gives
     the wrong parity of negative signs; then the one coordinate flipped is the one with the smallest a_i |y_i|.
     So 2 x 256 patterns are scored instead of 65536 points (QuIP#'s reference does the same with a table of
-    sign patterns)."""
+    sign patterns), and only the few whose score could still win get the parity correction."""
     xp = array_namespace(X)
     X = X.astype(np.float32)
     if len(X) > SLICE:
@@ -116,18 +117,26 @@ def e8p_nearest(X: Any) -> tuple[Any, Any]:
     for shift_bit, shift in ((1, 0.25), (0, -0.25)):
         Y = X - np.float32(shift)
         Yabs = xp.abs(Y)
-        gain = Yabs @ magnitudes.T  # sum_i a_i |y_i|, (n, 256)
+        # 2 sum_i a_i |y_i| - ||a||^2, the score with every sign right: an upper bound of the true score
+        bound = 2 * (Yabs @ magnitudes.T) - norms[None, :]
         negatives = (Y < 0).sum(axis=1) % 2 == 1  # parity of the negatives with s_i = sign(y_i)
+        # a parity mismatch costs 4 min_i a_i |y_i| <= 4 a_j |y_j| (j: the smallest |y_j|), so bound - that cost
+        # on a mismatch is a lower bound; only patterns whose upper bound reaches the best lower bound can win,
+        # and only they get the exact (penalised) score
+        j = Yabs.argmin(axis=1)
         mismatch = negatives[:, None] != odd_sum[None, :]
-        smallest = (Yabs[:, None, :] * magnitudes[None, :, :]).min(axis=2)  # min_i a_i |y_i|, (n, 256)
-        score = 2 * (gain - 2 * mismatch * smallest) - norms[None, :]
+        lower = bound - 4 * mismatch * (magnitudes.T[j] * Yabs[xp.arange(len(Y)), j][:, None])
+        rows, candidates = xp.nonzero(bound >= lower.max(axis=1)[:, None])
+        cheapest_cost = (Yabs[rows] * magnitudes[candidates]).min(axis=1)
+        score = xp.full(bound.shape, -np.inf, dtype=np.float32)
+        score[rows, candidates] = bound[rows, candidates] - 4 * mismatch[rows, candidates] * cheapest_cost
         pattern = score.argmax(axis=1)
         # minus the squared distance: ||y||^2 differs between the two shifts
         top = xp.take_along_axis(score, pattern[:, None], axis=1)[:, 0] - (Y**2).sum(axis=1)
         # the signs of that pattern: sign(y), with the cheapest coordinate flipped on a parity mismatch
         a = magnitudes[pattern]
         signs = xp.where(Y < 0, -1, 1).astype(np.int64)
-        flip = xp.take_along_axis(mismatch, pattern[:, None], axis=1)[:, 0]
+        flip = negatives != odd_sum[pattern]
         cheapest = (Yabs * a).argmin(axis=1)
         rows = xp.arange(len(X))
         signs[rows, cheapest] = xp.where(flip, -signs[rows, cheapest], signs[rows, cheapest])
@@ -147,8 +156,9 @@ def e8p_nearest(X: Any) -> tuple[Any, Any]:
 def e8_one_bit_table() -> np.ndarray:
     """QuIP#'s 256-point table for its 3-bit residual stage (float32, 256 x 8): the 241 points of E8 with
     ||x||^2 <= 2 (the origin and the 240 roots) and 15 of the 16 points +-2 e_i (not -2 e_8)."""
-    integers = np.array(list(itertools.product(range(-4, 4), repeat=8)), dtype=np.float64)
-    points = np.concatenate([integers, integers + 0.5])
+    integers = np.array(list(itertools.product((-1, 0, 1), repeat=8)), dtype=np.float64)  # |x_i| <= 1 here
+    halves = np.array(list(itertools.product((-0.5, 0.5), repeat=8)), dtype=np.float64)  # +-3/2 is too long
+    points = np.concatenate([integers, halves])
     keep = (np.mod(points.sum(axis=1), 2) == 0) & ((points**2).sum(axis=1) <= 2)
     axes = np.concatenate([2 * np.eye(8), -2 * np.eye(8)[:7]])
     table = np.concatenate([points[keep], axes]).astype(np.float32)
