@@ -159,7 +159,21 @@ def test_a_method_with_its_own_format_refuses_another(tiny, name):
         assert getattr(q, key) == value, key
 
 
-@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER if not DECLARED[name].fixed])
+@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER if DECLARED[name].formats])
+def test_a_method_with_a_list_of_formats_refuses_one_not_on_it(tiny, name):
+    model, tokenizer = tiny
+    W = np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32)
+    with pytest.raises(ValueError, match=f"{name} takes the formats {', '.join(DECLARED[name].formats)}, not 'int3'"):
+        qt.quantize_tensor(W, "int3", name)
+    with pytest.raises(ValueError, match="takes the formats"):
+        quantize_model(model, name, "int3", progress=False)
+    with pytest.raises(ValueError, match="takes the formats"):
+        evaluate(model, tokenizer, name, "int3", max_tokens=TOKENS)
+    assert DECLARED[name].resolve()[0] == DECLARED[name].formats[0]
+
+
+@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER
+                                  if not DECLARED[name].fixed and not DECLARED[name].formats])
 def test_a_method_without_a_format_of_its_own_uses_the_one_asked_for(tiny, calib, name):
     with quantize_model(tiny[0], name, "int3", 64, calib=run_options(name, calib)["calib"], progress=False) as report:
         assert report.fmt == "int3" and report.group_size == 64

@@ -48,10 +48,10 @@ from qtutor.methods import Method
 from qtutor.tensor import QuantizedTensor
 
 FORMATS = ("aqlm_2x8", "aqlm_1x16")
-ALTERNATIONS = 3  # code / table / scale rounds; kept small so SmolLM2's 210 layers fit in minutes on 2 cores
+ALTERNATIONS = 2  # code / table / scale rounds; kept small so SmolLM2's 210 layers fit in minutes on 2 cores
 TOLERANCE = 1e-3  # stop once a round lowers L by less than this fraction
-KMEANS_ITERATIONS = 10  # Lloyd steps of each table's k-means
-CG_STEPS = 20  # conjugate-gradient steps of each table update
+KMEANS_ITERATIONS = 6  # Lloyd steps of each table's k-means
+CG_STEPS = 10  # conjugate-gradient steps of each table update
 SCORES_AT_ONCE = 2**21  # candidate losses held at once (rows x beam x 2^B), to bound memory for 1x16
 
 
@@ -127,8 +127,11 @@ def search_group(b: np.ndarray, s: np.ndarray, H_gg: np.ndarray, codes: np.ndarr
         own = np.einsum("kd,de,ke->k", table, H_gg, table)
         score = (base[:, :, None] + pull @ table.T + s**2 * own).reshape(rows, -1)
         keep = min(beam_size, score.shape[1])
-        best = np.argpartition(score, keep - 1, axis=1)[:, :keep] if keep > 1 else score.argmin(axis=1)[:, None]
-        best = np.take_along_axis(best, np.argsort(np.take_along_axis(score, best, axis=1), axis=1), axis=1)
+        if keep == 1:
+            best = score.argmin(axis=1)[:, None]
+        else:  # the beam's best first: the last table's first candidate is the answer
+            best = np.argpartition(score, keep - 1, axis=1)[:, :keep]
+            best = np.take_along_axis(best, np.argsort(np.take_along_axis(score, best, axis=1), axis=1), axis=1)
         parent, code = best // size, best % size
         beam_codes = np.take_along_axis(beam_codes, parent[:, :, None], axis=1).copy()
         beam_codes[..., m] = code
