@@ -49,6 +49,17 @@ def no_hooks_left(model) -> bool:
     return not any(module._forward_hooks or module._forward_pre_hooks for module in model.modules())
 
 
+# the codebook searches take a minute or more on the whole tiny model: the promises are checked on its first block
+FIRST_BLOCK = [f"model.layers.0.{part}" for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                     "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                                                     "mlp.down_proj")]
+ON_ONE_BLOCK = {"quip_sharp", "aqlm", "vptq", "any4"}
+
+
+def scope(name: str) -> dict:
+    return {"layers": FIRST_BLOCK} if name in ON_ONE_BLOCK else {}
+
+
 def run_options(name: str, calib) -> dict:
     declared = DECLARED[name]
     return dict(fmt=EXAMPLE_FORMAT.get(name, "default"), calib=calib if declared.calibration else None)
@@ -111,7 +122,8 @@ def test_the_layers_inputs_are_captured_as_declared(tiny, calib, monkeypatch, na
     model, _ = tiny
     declared = DECLARED[name]
     spy = CaptureSpy(monkeypatch)
-    with quantize_model(model, name, calib=run_options(name, calib)["calib"], progress=False) as report:
+    with quantize_model(model, name, calib=run_options(name, calib)["calib"], progress=False,
+                        **scope(name)) as report:
         errors = [layer.output_error for layer in report.layers]
     if declared.sequential:
         assert spy.calls == ["blockwise"]
@@ -159,7 +171,21 @@ def test_a_method_with_its_own_format_refuses_another(tiny, name):
         assert getattr(q, key) == value, key
 
 
-@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER if not DECLARED[name].fixed])
+@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER if DECLARED[name].formats])
+def test_a_method_with_a_list_of_formats_refuses_one_not_on_it(tiny, name):
+    model, tokenizer = tiny
+    W = np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32)
+    with pytest.raises(ValueError, match=f"{name} takes the formats {', '.join(DECLARED[name].formats)}, not 'int3'"):
+        qt.quantize_tensor(W, "int3", name)
+    with pytest.raises(ValueError, match="takes the formats"):
+        quantize_model(model, name, "int3", progress=False)
+    with pytest.raises(ValueError, match="takes the formats"):
+        evaluate(model, tokenizer, name, "int3", max_tokens=TOKENS)
+    assert DECLARED[name].resolve()[0] == DECLARED[name].formats[0]
+
+
+@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER
+                                  if not DECLARED[name].fixed and not DECLARED[name].formats])
 def test_a_method_without_a_format_of_its_own_uses_the_one_asked_for(tiny, calib, name):
     with quantize_model(tiny[0], name, "int3", 64, calib=run_options(name, calib)["calib"], progress=False) as report:
         assert report.fmt == "int3" and report.group_size == 64
@@ -171,7 +197,7 @@ def test_restore_gives_back_the_exact_original_weights(tiny, calib, name):
     model, _ = tiny
     before = snapshot(model)
     options = run_options(name, calib)
-    report = quantize_model(model, name, options["fmt"], calib=options["calib"], progress=False)
+    report = quantize_model(model, name, options["fmt"], calib=options["calib"], progress=False, **scope(name))
     changed = [key for key, value in model.state_dict().items() if not torch.equal(value, before[key])]
     assert changed, f"{name} changed no weight"
     report.restore()
@@ -183,7 +209,8 @@ def test_every_phase_is_undone_after_a_measured_point(tiny, calib, name):
     model, tokenizer = tiny
     before = snapshot(model)
     options = run_options(name, calib)
-    point = evaluate(model, tokenizer, name, options["fmt"], calib=options["calib"], max_tokens=TOKENS)
+    point = evaluate(model, tokenizer, name, options["fmt"], calib=options["calib"], max_tokens=TOKENS,
+                     **scope(name))
     assert point["method"] == name and np.isfinite(point["ppl"])
     for option in DECLARED[name].options:  # the run options the method reads are in its point
         assert option in point, option

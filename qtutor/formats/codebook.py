@@ -323,4 +323,10 @@ def make(name: str) -> CodebookFormat:
     if name == "e8p_rvq3":
         return CodebookFormat("e8p_rvq3", 8, (16, 8), False, "QuIP#'s 3-bit E8P + a 256-point E8 residual stage",
                               scale=0.98, residual_scale=2.04)
+    if name == "aqlm_2x8":
+        return CodebookFormat("aqlm_2x8", 8, (8, 8), True, "AQLM: 8 weights as the sum of 2 codewords from 2 learned "
+                              "tables of 256 (2 bits/weight + tables + a scale per row)")
+    if name == "aqlm_1x16":
+        return CodebookFormat("aqlm_1x16", 8, (16,), True, "AQLM: 8 weights as 1 codeword of a learned table of "
+                              "65536 (2 bits/weight + a 8.4 Mbit table + a scale per row)")
     raise ValueError(f"unknown codebook format {name!r}")
