@@ -380,6 +380,9 @@ class LookupTableFormat(Format):
         return self.bits + 2 * TABLE_BITS / group_size + self.entries * TABLE_BITS / shape[1]
 
 
+LOOKUP_TABLES = {"any4": 4, "any3": 3}  # learned scalar tables per row: name -> code bits
+
+
 def group_length(group_size: Any, shape: tuple[int, ...], name: str) -> int:
     """The weights per scale and offset: ``group_size`` N > 0 (a divisor of in_features) or -1 (a whole row)."""
     if len(shape) != 2 or 0 in shape:
@@ -388,8 +391,10 @@ def group_length(group_size: Any, shape: tuple[int, ...], name: str) -> int:
         return shape[1]
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size <= 0 \
             or shape[1] % group_size:
+        divisors = [d for d in (32, 64, 128, 256) if shape[1] % d == 0] or [shape[1]]
         raise ValueError(f"{name} normalises groups of weights along each row; group_size={group_size!r} must "
-                         f"divide in_features={shape[1]} (e.g. 64 or 128), or be -1 for one group per row")
+                         f"divide in_features={shape[1]} (e.g. {', '.join(map(str, divisors))}), or be -1 for one "
+                         "group per row")
     return int(group_size)
 
 
@@ -400,10 +405,8 @@ def make(name: str) -> Format:
     if name == "e8p_rvq3":
         return CodebookFormat("e8p_rvq3", 8, (16, 8), False, "QuIP#'s 3-bit E8P + a 256-point E8 residual stage",
                               scale=0.98, residual_scale=2.04)
-    if name == "any4":
-        return LookupTableFormat("any4", 4, "any4: a learned table of 16 float16 values per row, after a per-group "
-                                 "min/max scale and offset")
-    if name == "any3":
-        return LookupTableFormat("any3", 3, "any3: a learned table of 8 float16 values per row, after a per-group "
-                                 "min/max scale and offset")
+    if name in LOOKUP_TABLES:
+        bits, levels = LOOKUP_TABLES[name], 2 ** LOOKUP_TABLES[name]
+        return LookupTableFormat(name, bits, f"{name}: a learned table of {levels} float16 values per row, after a "
+                                 "per-group min/max scale and offset")
     raise ValueError(f"unknown codebook format {name!r}")

@@ -21,11 +21,12 @@ algorithm in 1-D: with the levels sorted, the nearest level of u is found by com
 between neighbouring levels; each level then moves to the omega-weighted mean of the values assigned to it.
 Neither step can raise the objective, so it falls until no code changes. All rows are clustered at once.
 
-Choices of ours: the levels start at 0, 1, ..., K - 1 (``init="linspace"``: the INT4 grid of the same scale and
-offset, so the loop starts from asymmetric RTN with an unrounded offset and only improves on it) or at the
-row's quantiles (``init="quantile"``); the reference starts scikit-learn's k-means from k-means++ seeds. The
-reference recalibrates before every layer (earlier layers quantized); here the inputs are captured block by
-block (``sequential``). Storage: 4-bit codes, a float16 scale and offset per group, the row's 16 float16
+Choices of ours: Lloyd's loop ends in a local optimum, badly so when a few columns carry most of the weight,
+so it runs from two starts and keeps, row by row, the lower objective (``init="best"``): the levels 0, 1, ...,
+K - 1 (``"linspace"``: the INT4 grid of the same scale and offset, so the objective ends below asymmetric
+RTN's with an unrounded offset) and the row's quantiles (``"quantile"``); the reference starts scikit-learn's
+k-means once from k-means++ seeds. The reference recalibrates before every layer (earlier layers quantized);
+here the inputs are captured block by block (``sequential``). Storage: 4-bit codes, a float16 scale and offset per group, the row's 16 float16
 levels: 4 + 32 / 64 + 256 / in_features bits per weight in groups of 64 (4.94 on SmolLM2's rows of 576).
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ from qtutor.tensor import QuantizedTensor
 ITERATIONS = 300  # at most (scikit-learn's max_iter, which the reference runs); it stops once no code changes
 SMALLEST_RANGE = 1e-6  # a constant group gets this range (the reference's clamp): its values all map to 0
 FLOAT16_MAX = 65504.0  # scales, offsets and levels are stored as float16
-INITS = ("linspace", "quantile")
+INITS = ("best", "linspace", "quantile")  # "best": both starts, the lower objective kept row by row
 WEIGHTINGS = ("mean", "abs_mean", "none")
 
 
@@ -80,10 +81,11 @@ def nearest_level(u: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 
 def kmeans_rows(u: np.ndarray, omega: np.ndarray, levels: int, init: str = "linspace",
-                iterations: int = ITERATIONS) -> tuple[np.ndarray, list[float]]:
+                iterations: int = ITERATIONS) -> tuple[np.ndarray, list[float], np.ndarray]:
     """Weighted 1-D k-means of every row of ``u`` (rows, n) into ``levels`` sorted values, all rows at once.
 
-    Returns the tables T (rows, levels) and the objective sum omega (u - T[c])^2 after every update, in order.
+    Returns the tables T (rows, levels), the objective sum omega (u - T[c])^2 after every update, in order,
+    and each row's share of the last one.
     Each row is sorted once; a level's values are then one run of it, between two boundaries (where the
     midpoints fall), and its weighted count, sum and sum of squares are differences of running sums, so an
     iteration costs a search of rows x levels midpoints, not a pass over every weight. A level that loses all
@@ -91,8 +93,9 @@ def kmeans_rows(u: np.ndarray, omega: np.ndarray, levels: int, init: str = "lins
     rows, n = u.shape
     order = np.argsort(u, axis=1)
     u_sorted, omega_sorted = np.take_along_axis(u, order, axis=1), np.take_along_axis(omega, order, axis=1)
-    # row r shifted by r * levels: the rows (each within [0, levels - 1]) become one ascending array
-    shift = (np.arange(rows) * levels)[:, None]
+    # row r shifted by r * span (span: more than the values' range): the sorted rows become one ascending array
+    low, span = float(u_sorted[:, 0].min()), float(u_sorted[:, -1].max() - u_sorted[:, 0].min()) + 1.0
+    shift = (np.arange(rows) * span - low)[:, None]
     keys = (u_sorted + shift).ravel()
     running = [np.concatenate([[0.0], np.cumsum((omega_sorted * u_sorted**p).ravel())]) for p in (0, 1, 2)]
     if init == "linspace":
@@ -113,15 +116,16 @@ def kmeans_rows(u: np.ndarray, omega: np.ndarray, levels: int, init: str = "lins
         mass, total, squares = (r[b[:, 1:]] - r[b[:, :-1]] for r in running)
         with np.errstate(invalid="ignore", divide="ignore"):
             T = np.where(mass > 0, total / mass, T)
-        errors.append(float((squares - 2 * T * total + T**2 * mass).sum()))  # sum omega (u - T)^2, per run
+        row_errors = (squares - 2 * T * total + T**2 * mass).sum(axis=1)  # sum omega (u - T)^2, run by run
+        errors.append(float(row_errors.sum()))
         T = np.sort(T, axis=1)  # in 1-D the means stay in order; sorting only guards exact ties
         new_b = boundaries(T)
         if np.array_equal(new_b, b):
-            return T, errors
+            return T, errors, row_errors
         b = new_b
     warnings.warn(f"any4's k-means did not settle in {iterations} iterations (its codes still move); the "
                   f"tables are usable but not a fixed point: raise iterations=", RuntimeWarning, stacklevel=3)
-    return T, errors
+    return T, errors, row_errors
 
 
 def stored_codes(W: np.ndarray, T: np.ndarray, s: np.ndarray, z: np.ndarray, group_size: int) -> np.ndarray:
@@ -135,7 +139,7 @@ def stored_codes(W: np.ndarray, T: np.ndarray, s: np.ndarray, z: np.ndarray, gro
 
 
 def quantize(W: Any, fmt: Format, group_size: Any = 64, sym: bool | None = None, calib: Any = None,
-             name: str = "layer", role: str | None = None, init: str = "linspace", weighting: str = "mean",
+             name: str = "layer", role: str | None = None, init: str = "best", weighting: str = "mean",
              iterations: int = ITERATIONS) -> QuantizedTensor:
     """any4-quantize ``W (out_features, in_features)`` to ``fmt`` ("any4": 16 levels per row, "any3": 8).
 
@@ -165,11 +169,17 @@ def quantize(W: Any, fmt: Format, group_size: Any = 64, sym: bool | None = None,
     u, s, z = normalise(W, group_size, levels)
     a = input_importance(calib, W.shape[1], weighting)
     omega = a[None, :] * np.repeat(s, group_size, axis=1) if weighting != "none" else np.ones_like(u, np.float64)
-    T, errors = kmeans_rows(u.astype(np.float64), omega, levels, init, int(iterations))
+    starts = ("linspace", "quantile") if init == "best" else (init,)
+    runs = [kmeans_rows(u.astype(np.float64), omega, levels, start, int(iterations)) for start in starts]
+    T, _, row_errors = runs[0]
+    for other, _, other_errors in runs[1:]:  # Lloyd's loop ends in a local optimum: keep the lower, row by row
+        T = np.where((other_errors < row_errors)[:, None], other, T)
+        row_errors = np.minimum(row_errors, other_errors)
     stored = [np.asarray(x, np.float16).astype(np.float32) for x in (s, z, T)]
     codes = stored_codes(W, stored[2], stored[0], stored[1], group_size)
     return fmt.tensor(codes, stored[0], stored[1], stored[2], tuple(W.shape), group_size_asked, "any4",
-                      extra={"errors": errors, "iterations": len(errors)})
+                      extra={"errors": {start: run[1] for start, run in zip(starts, runs)},
+                             "objective": float(row_errors.sum())})
 
 
 # the inputs weight each row's k-means; the model layer captures them block by block (the reference recalibrates
