@@ -1,4 +1,4 @@
-"""any4 (qtutor.methods.any4): a learned 16-level table per row, by weighted 1-D k-means on min/max-normalised groups."""
+"""any4 (qtutor.methods.any4): a learned 16-level table per row, by a weighted 1-D k-means of normalised groups."""
 from __future__ import annotations
 
 import numpy as np
