@@ -29,6 +29,12 @@ k-means once from k-means++ seeds. The reference recalibrates before every layer
 here the inputs are captured block by block (``sequential``). Storage: 4-bit codes, a float16 scale and
 offset per group, the row's 16 float16 levels: 4 + 32 / 64 + 256 / in_features bits per weight in groups of
 64 (4.94 on SmolLM2's rows of 576, 4.67 on its rows of 1536).
+
+Measured on SmolLM2-135M (``qtutor sweep --model smollm2 --methods rtn,any4 --formats int4,nf4,any4
+--group-sizes 64``, 8192 test tokens, 32 x 256 wiki calibration tokens; its float weights are the GGUF file's
+Q4_1 weights expanded): any4 loses +11.7 % perplexity (standard error 0.7) at 4.875 bits per weight, against
+RTN's +29.3 % (1.4) for INT4 at 4.31 and +26.0 % (1.2) for NF4 at 4.5. Part of the gain is bought with the
+tables' 0.4 extra bits per weight on rows this short.
 """
 from __future__ import annotations
 
