@@ -309,6 +309,19 @@ def ppl_command(args: argparse.Namespace) -> dict:
     return result
 
 
+def _formats_taken(method: str, fmts: list[str]) -> list[str]:
+    """The formats of ``--formats`` that ``method`` takes: those it lists (a codebook method: any4's tables), or,
+    for a method that lists none, every number format (codebook formats need a method that fills them)."""
+    from qtutor import formats
+
+    listed = declaration(method).formats
+    taken = [f for f in fmts if (f in listed if listed else f not in formats.codebook_formats())]
+    if not taken:
+        wanted = ", ".join(listed) if listed else "a number format such as int4"
+        raise ValueError(f"--methods {method}: none of --formats {','.join(fmts)} is a format it takes; add {wanted}")
+    return taken
+
+
 @command("sweep")
 def sweep_command(args: argparse.Namespace) -> dict:
     """Every method x format x group size, with the unquantized model first."""
@@ -327,7 +340,8 @@ def sweep_command(args: argparse.Namespace) -> dict:
             label = f"{method} {fixed.get('fmt', 'int4')} g{fixed.get('group_size', 'default')}"
             configs.append((label, method, "default", "default", None))
             continue
-        for fmt in fmts:
+        taken = _formats_taken(method, fmts)
+        for fmt in taken:
             for text, group in groups:
                 configs.append((f"{method} {fmt} g{text}", method, fmt, group, _sym(args.sym)))
     configs += [(f"gguf {mix}", "gguf", mix, None, None) for mix in mixes]

@@ -136,7 +136,8 @@ def test_the_method_error_lists_every_method_the_cli_accepts(capsys, no_model):
     assert code == 2
     listed = result["error"].split("the methods are: ")[1].split(", ")
     assert listed == list(cli.METHOD_NAMES)
-    assert set(listed) == {"none", "rtn", "gptq", "awq", "smoothquant", "llm_int8", "rotation", "gguf", "hqq", "quip_sharp", "aqlm"}
+    assert set(listed) == {"none", "rtn", "gptq", "awq", "smoothquant", "llm_int8", "rotation", "gguf", "hqq", "quip_sharp",
+                           "aqlm", "any4"}
     with pytest.raises(SystemExit):
         cli.main(["ppl", "--help"])
     assert ", ".join(cli.METHOD_NAMES) in " ".join(capsys.readouterr().out.split())  # --help names the same ones
@@ -174,6 +175,9 @@ BAD_ARGUMENTS = [
     (["sweep", "--group-sizes", "-1,abc"], "--group-sizes abc: give an integer N > 0"),
     (["sweep", "--group-sizes", "-1,"], "--group-sizes '-1,': an empty item"),
     (["sweep", "--mixes", "Q4_K_M,Q9_K"], "--mixes Q9_K: unknown mix 'Q9_K'"),
+    (["sweep", "--methods", "rtn,any4", "--formats", "int4"],
+     "--methods any4: none of --formats int4 is a format it takes; add any4, any3"),
+    (["sweep", "--methods", "rtn,any4", "--formats", "any4"], "--methods rtn: none of --formats any4 is a format"),
     (["export-gguf", "--type", "Q4_K_X", "out.gguf"], "--type Q4_K_X: unknown mix 'Q4_K_X'; the mixes are: Q2_K"),
     (["export-gguf", "/nonexistent-dir/x.gguf"],
      "cannot write /nonexistent-dir/x.gguf: /nonexistent-dir does not exist"),

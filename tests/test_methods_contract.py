@@ -34,6 +34,11 @@ def calib():
     return qt.data.calibration(n_samples=4, seq_len=128)
 
 
+def low_bit_format(name: str) -> str:
+    """A coarse format the method takes: INT3, or for a method that lists its formats the last one listed."""
+    return DECLARED[name].formats[-1] if DECLARED[name].formats else "int3"
+
+
 def snapshot(model) -> dict:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
@@ -142,7 +147,7 @@ def test_a_sequential_method_sees_each_block_after_the_blocks_before_it_are_quan
     layer = "model.layers.1.self_attn.q_proj"
     W = qtutor.model.get_weight(qtutor.model.find_layer(model, layer))
     X_float = qtutor.model.capture_inputs(model, calib, [layer])[layer]
-    with quantize_model(model, name, "int3", calib=calib, keep_tensors=True, progress=False) as report:
+    with quantize_model(model, name, low_bit_format(name), calib=calib, keep_tensors=True, progress=False) as report:
         X_after_block_0 = qtutor.model.capture_inputs(model, calib, [layer])[layer]  # block 1's inputs: block 0's
         W_hat = report.tensors[layer].dequantize()
         reported = next(row.output_error for row in report.layers if row.name == layer)
@@ -184,8 +189,20 @@ def test_a_method_with_a_list_of_formats_refuses_one_not_on_it(tiny, name):
     assert DECLARED[name].resolve()[0] == DECLARED[name].formats[0]
 
 
-@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER
-                                  if not DECLARED[name].fixed and not DECLARED[name].formats])
+@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER if DECLARED[name].formats])
+def test_a_method_that_lists_its_formats_takes_each_and_refuses_the_others(tiny, calib, name):
+    model, _ = tiny
+    options = run_options(name, calib)
+    for fmt in DECLARED[name].formats:
+        with quantize_model(model, name, fmt, layers=["model.layers.0.mlp.down_proj"], calib=options["calib"],
+                            progress=False) as report:
+            assert report.fmt == fmt and len(report.layers) == 1
+    with pytest.raises(ValueError, match=f"{name} takes the formats {', '.join(DECLARED[name].formats)}, not 'int3'"):
+        quantize_model(model, name, "int3", calib=options["calib"], progress=False)
+
+
+@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER if not DECLARED[name].fixed
+                                  and not DECLARED[name].formats])
 def test_a_method_without_a_format_of_its_own_uses_the_one_asked_for(tiny, calib, name):
     with quantize_model(tiny[0], name, "int3", 64, calib=run_options(name, calib)["calib"], progress=False) as report:
         assert report.fmt == "int3" and report.group_size == 64

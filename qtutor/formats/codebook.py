@@ -25,6 +25,9 @@ the format); ``extra["vector_axis"]``: "in" when a vector runs along a row of W 
 when it runs down a column (d consecutive outputs: the codes are then those of W^T). ``dequantize()`` puts the
 vectors back; ``bits_per_weight`` counts codes, scales and learned tables.
 
+A *scalar* member of the family, :class:`LookupTableFormat` (``any4``, ``any3``), has vectors of one weight
+and one learned table per *row* (rather than per tensor), applied after a per-group scale and offset.
+
 Codebook formats are not listed by :func:`qtutor.formats.names` (those have an element grid); they are listed
 by :func:`qtutor.formats.codebook_formats` and chosen by the methods that fill them.
 """
@@ -316,7 +319,96 @@ def rms_scale(x: Any, target: float) -> float:
     return rms / target if rms > 0 else 1.0
 
 
-def make(name: str) -> CodebookFormat:
+# ---- a learned lookup table per row (any4) ---------------------------------------------------------------------
+
+class LookupTableFormat(Format):
+    """A *scalar* codebook: every weight a ``bits``-bit code into its row's own table of 2^bits numbers, the
+    table applied after a per-group affine normalisation (any4, Elhoushi and Johnson 2025):
+
+        w_hat[r, j] = s[r, g] * T[r, code[r, j]] + z[r, g]          g = j // group_size
+
+    ``codes`` uint8 (rows, in_features); ``scales`` and ``zeros`` float32 (rows, groups), the scale s and the
+    offset z; ``extra["tables"]`` float32 (rows, 2^bits). All three are float16-rounded as stored (16 bits each);
+    the codes cost ``bits`` each. NF4 is the special case where every row's T is the same fixed table.
+    A method fills the tables (:mod:`qtutor.methods.any4`); this format only stores and decodes them."""
+
+    family = "codebook"
+    symmetric_only = False
+    default_group_size = 64  # the reference's default is 128; 64 also divides SmolLM2's rows of 576
+    scale_bits = TABLE_BITS
+    encodes_on_device = False
+    learned = True
+    vector_size = 1
+
+    def __init__(self, name: str, bits: int, description: str):
+        self.name, self.bits, self.description = name, bits, description
+        self.entries = 2**bits
+
+    @property
+    def grid(self) -> np.ndarray:
+        raise ValueError(f"{self.name} has no fixed grid: every row has its own learned table "
+                         f"(q.extra['tables'])")
+
+    def encode(self, x: Any, group_size: Any = "default", sym: bool | None = None) -> QuantizedTensor:
+        raise ValueError(f"{self.name}'s tables are learned from the weights: use "
+                         f"qt.quantize_tensor(W, {self.name!r}, method='any4')")
+
+    def tensor(self, codes: Any, scales: Any, zeros: Any, tables: Any, shape: tuple[int, ...], group_size: int,
+               method: str, extra: dict | None = None) -> QuantizedTensor:
+        """A QuantizedTensor of this format, scales, offsets and tables float16-rounded as stored."""
+        rows, groups = shape[0], shape[1] // group_length(group_size, shape, self.name)
+        if tuple(tables.shape) != (rows, self.entries):
+            raise ValueError(f"{self.name} takes tables of shape {(rows, self.entries)}, not {tuple(tables.shape)}")
+        if tuple(scales.shape) != (rows, groups) or tuple(zeros.shape) != (rows, groups):
+            raise ValueError(f"{self.name} takes scales and zeros of shape {(rows, groups)}")
+        stored = [np.asarray(a, dtype=np.float16).astype(np.float32) for a in (scales, zeros, tables)]
+        return QuantizedTensor(np.asarray(codes, dtype=np.uint8), stored[0], stored[1], self.name, group_size,
+                               False, tuple(shape), method, {**(extra or {}), "tables": stored[2]})
+
+    def decode(self, q: QuantizedTensor) -> Any:
+        if q.fmt != self.name:
+            raise ValueError(f"this QuantizedTensor is {q.fmt}, not {self.name}; call q.dequantize() instead")
+        normalised = np.take_along_axis(q.extra["tables"], q.codes.astype(np.int64), axis=1)
+        G = normalised.reshape(-1, group_length(q.group_size, q.shape, self.name))
+        values = G * q.scales.reshape(-1, 1) + q.zeros.reshape(-1, 1)
+        return np.ascontiguousarray(values.reshape(q.shape), dtype=np.float32)
+
+    def storage_bits(self, q: QuantizedTensor) -> int:
+        """Codes at ``bits`` + a float16 scale and offset per group + the rows' float16 tables."""
+        numel = math.prod(q.shape)
+        groups = numel // group_length(q.group_size, q.shape, self.name)
+        return numel * self.bits + groups * 2 * TABLE_BITS + q.shape[0] * self.entries * TABLE_BITS \
+            + int(q.extra.get("side_bits", 0))
+
+    def bits_per_weight(self, shape: tuple[int, ...] = (4096, 4096), group_size: Any = "default",
+                        sym: bool | None = None) -> float:
+        """bits + 32 / group_size + 16 * 2^bits / in_features: 4 + 0.5 + 0.0625 = 4.5625 for any4 g64 on a
+        row of 4096, 4.94 on SmolLM2's rows of 576."""
+        if group_size == "default":
+            group_size = self.default_group_size
+        group_size = group_length(group_size, shape, self.name)
+        return self.bits + 2 * TABLE_BITS / group_size + self.entries * TABLE_BITS / shape[1]
+
+
+LOOKUP_TABLES = {"any4": 4, "any3": 3}  # learned scalar tables per row: name -> code bits
+
+
+def group_length(group_size: Any, shape: tuple[int, ...], name: str) -> int:
+    """The weights per scale and offset: ``group_size`` N > 0 (a divisor of in_features) or -1 (a whole row)."""
+    if len(shape) != 2 or 0 in shape:
+        raise ValueError(f"{name} quantizes non-empty 2-D weights (out_features, in_features), not shape {shape}")
+    if group_size == -1:
+        return shape[1]
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size <= 0 \
+            or shape[1] % group_size:
+        divisors = [d for d in (32, 64, 128, 256) if shape[1] % d == 0] or [shape[1]]
+        raise ValueError(f"{name} normalises groups of weights along each row; group_size={group_size!r} must "
+                         f"divide in_features={shape[1]} (e.g. {', '.join(map(str, divisors))}), or be -1 for one "
+                         "group per row")
+    return int(group_size)
+
+
+def make(name: str) -> Format:
     if name == "e8p":
         return CodebookFormat("e8p", 8, (16,), False, "QuIP#'s E8P: 8-dim vectors of the E8 lattice, 16-bit codes "
                               "(2 bits/weight)", scale=1.03)
@@ -329,4 +421,8 @@ def make(name: str) -> CodebookFormat:
     if name == "aqlm_1x16":
         return CodebookFormat("aqlm_1x16", 8, (16,), True, "AQLM: 8 weights as 1 codeword of a learned table of "
                               "65536 (2 bits/weight + a 8.4 Mbit table + a scale per row)")
+    if name in LOOKUP_TABLES:
+        bits, levels = LOOKUP_TABLES[name], 2 ** LOOKUP_TABLES[name]
+        return LookupTableFormat(name, bits, f"{name}: a learned table of {levels} float16 values per row, after a "
+                                 "per-group min/max scale and offset")
     raise ValueError(f"unknown codebook format {name!r}")
