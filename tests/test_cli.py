@@ -136,7 +136,7 @@ def test_the_method_error_lists_every_method_the_cli_accepts(capsys, no_model):
     assert code == 2
     listed = result["error"].split("the methods are: ")[1].split(", ")
     assert listed == list(cli.METHOD_NAMES)
-    assert set(listed) == {"none", "rtn", "gptq", "awq", "smoothquant", "llm_int8", "rotation", "gguf", "hqq"}
+    assert set(listed) == {"none", "rtn", "gptq", "awq", "smoothquant", "llm_int8", "rotation", "gguf", "hqq", "vptq"}
     with pytest.raises(SystemExit):
         cli.main(["ppl", "--help"])
     assert ", ".join(cli.METHOD_NAMES) in " ".join(capsys.readouterr().out.split())  # --help names the same ones

@@ -130,7 +130,8 @@ def test_a_sequential_method_sees_each_block_after_the_blocks_before_it_are_quan
     layer = "model.layers.1.self_attn.q_proj"
     W = qtutor.model.get_weight(qtutor.model.find_layer(model, layer))
     X_float = qtutor.model.capture_inputs(model, calib, [layer])[layer]
-    with quantize_model(model, name, "int3", calib=calib, keep_tensors=True, progress=False) as report:
+    fmt = DECLARED[name].formats[0] if DECLARED[name].formats else "int3"  # a codebook method: its own format
+    with quantize_model(model, name, fmt, calib=calib, keep_tensors=True, progress=False) as report:
         X_after_block_0 = qtutor.model.capture_inputs(model, calib, [layer])[layer]  # block 1's inputs: block 0's
         W_hat = report.tensors[layer].dequantize()
         reported = next(row.output_error for row in report.layers if row.name == layer)
@@ -159,7 +160,18 @@ def test_a_method_with_its_own_format_refuses_another(tiny, name):
         assert getattr(q, key) == value, key
 
 
-@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER if not DECLARED[name].fixed])
+@pytest.mark.parametrize("name", [name for name in ALL if DECLARED[name].formats])
+def test_a_method_that_lists_its_formats_refuses_the_others(tiny, name):
+    W = np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32)
+    listed = ", ".join(DECLARED[name].formats)
+    with pytest.raises(ValueError, match=f"{name} takes the formats {listed}, not 'int3'"):
+        qt.quantize_tensor(W, "int3", name)
+    with pytest.raises(ValueError, match=f"{name} takes the formats {listed}"):
+        quantize_model(tiny[0], name, "int3", progress=False)
+
+
+@pytest.mark.parametrize("name", [name for name in WITH_A_QUANTIZER
+                                  if not DECLARED[name].fixed and not DECLARED[name].formats])
 def test_a_method_without_a_format_of_its_own_uses_the_one_asked_for(tiny, calib, name):
     with quantize_model(tiny[0], name, "int3", 64, calib=run_options(name, calib)["calib"], progress=False) as report:
         assert report.fmt == "int3" and report.group_size == 64

@@ -52,8 +52,8 @@ for _name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "ggml_MXFP4", "Q2_K", "Q3_
               "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S",
               "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M"):  # ggml.TYPES, in its order (tests/test_gguf.py checks)
     register(_name.lower(), _from("ggml", _name), block_type=True)
-# vector codebooks (listed by codebook_formats()): QuIP#'s fixed lattice tables; methods add learned ones
-for _name in ("e8p", "e8p_rvq3"):
+# vector codebooks (listed by codebook_formats()): QuIP#'s fixed lattice tables; methods add learned ones (VPTQ's)
+for _name in ("e8p", "e8p_rvq3", "vptq_v8_2bit", "vptq_v4_3bit"):
     register(_name, _from("codebook", _name), codebook=True)
 del _bits, _name
 

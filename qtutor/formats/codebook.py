@@ -313,4 +313,11 @@ def make(name: str) -> CodebookFormat:
     if name == "e8p_rvq3":
         return CodebookFormat("e8p_rvq3", 8, (16, 8), False, "QuIP#'s 3-bit E8P + a 256-point E8 residual stage",
                               scale=0.98, residual_scale=2.04)
+    # VPTQ's learned tables (qtutor.methods.vptq explains the choice of sizes and what the tables cost)
+    if name == "vptq_v8_2bit":
+        return CodebookFormat("vptq_v8_2bit", 8, (8, 8), True, "VPTQ: vectors of 8 outputs, a 256-entry k-means "
+                              "table + a 256-entry residual table (2 bits/weight + tables)")
+    if name == "vptq_v4_3bit":
+        return CodebookFormat("vptq_v4_3bit", 4, (6, 6), True, "VPTQ: vectors of 4 outputs, a 64-entry k-means "
+                              "table + a 64-entry residual table (3 bits/weight + tables)")
     raise ValueError(f"unknown codebook format {name!r}")

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from qtutor.tensor import QuantizedTensor
 
 # the registry: every method, in the order the CLI lists them (each name is a module of this package)
-METHODS = ("rtn", "gptq", "awq", "llm_int8", "rotation", "smoothquant", "gguf", "hqq")
+METHODS = ("rtn", "gptq", "awq", "llm_int8", "rotation", "smoothquant", "gguf", "hqq", "vptq")
 
 DEFAULT_FORMAT = "int4"  # the weights' format when none is asked and the method does not define its own
 
