@@ -115,7 +115,7 @@ def test_bad_input_is_refused_with_a_way_out():
         quantize_tensor(W, "vptq_v4_3bit", "vptq", calib=X[:, :64])
     with pytest.raises(ValueError, match="out_features into vectors of 8; 60 is not a multiple of 8"):
         quantize_tensor(W[:60], "vptq_v8_2bit", "vptq", calib=X)
-    with pytest.raises(ValueError, match="vptq takes the formats vptq_v8_2bit, vptq_v4_3bit, not 'int4'"):
+    with pytest.raises(ValueError, match="vptq takes the formats vptq_v4_3bit, vptq_v8_2bit, not 'int4'"):
         quantize_tensor(W, "int4", "vptq", calib=X)
     with pytest.raises(ValueError, match="unknown"):
         quantize_tensor(W, "vptq_v5_1bit", "vptq", calib=X)

@@ -43,14 +43,14 @@ from typing import Any
 import numpy as np
 
 from qtutor.formats.base import as_float32, check_finite
-from qtutor.formats.codebook import CodebookFormat, check_vectors, nearest_rows
+from qtutor.formats.codebook import CodebookFormat, check_vectors
 from qtutor.methods import Method
 from qtutor.methods.gptq import Hessian, _warn_about_dead_inputs, inverse_cholesky_upper
 from qtutor.tensor import QuantizedTensor
 
-KMEANS_ITERATIONS = 50  # Lloyd steps at most
+KMEANS_ITERATIONS = 30  # Lloyd steps at most
 KMEANS_TOLERANCE = 1e-3  # stop once the weighted inertia falls by less than this fraction in a step
-VECTORS_PER_CENTROID = 64  # k-means fits on at most this many sampled vectors per centroid
+VECTORS_PER_CENTROID = 16  # k-means fits on at most this many sampled vectors per centroid
 BLOCKSIZE = 128  # GPTQ's lazy batch
 
 
@@ -61,14 +61,23 @@ def column_vectors(W: Any, v: int) -> np.ndarray:
     return np.ascontiguousarray(W.T).reshape(W.shape[1], W.shape[0] // v, v)
 
 
-def nearest_stages(V: Any, codebooks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(codes (n, M), points (n, v)): each row of ``V`` coded stage by stage, stage m coding what stages < m left
-    (each stage the exact nearest entry, by qtutor.formats.codebook.nearest_rows)."""
+def nearest(V: np.ndarray, table: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
+    """The index of the nearest row of ``table`` (K x v) to every row of ``V`` (n x v), exactly:
+    argmin_k ||x - C_k||^2 = argmax_k 2 x.C_k - ||C_k||^2 (||x||^2 is the same for every k).
+    ``norms``: the ||C_k||^2, when the caller has them already."""
+    scores = V @ table.T
+    scores *= 2
+    scores -= (table**2).sum(axis=1) if norms is None else norms
+    return scores.argmax(axis=1)
+
+
+def nearest_stages(V: Any, codebooks: list[np.ndarray], norms: list[np.ndarray] | None = None):
+    """(codes (n, M), points (n, v)): each row of ``V`` coded stage by stage, stage m coding what stages < m left."""
+    norms = norms or [(table**2).sum(axis=1) for table in codebooks]
     codes, total = [], np.zeros_like(V, dtype=np.float32)
-    for table in codebooks:
-        code, point = nearest_rows(V - total, table)
-        codes.append(code)
-        total = total + point
+    for table, norm in zip(codebooks, norms):
+        codes.append(nearest(V - total, table, norm))
+        total += table[codes[-1]]  # the sum of the stored entries, as decode forms it
     return np.stack(codes, axis=1), total
 
 
@@ -89,8 +98,8 @@ def kmeans(V: np.ndarray, weights: np.ndarray, K: int, iterations: int = KMEANS_
     C = V[rng.choice(live, K, replace=False, p=weights[live] / weights[live].sum())].copy()
     previous, converged = np.inf, False
     for iteration in range(1, iterations + 1):
-        codes, points = nearest_rows(V, C)
-        cost = weights * ((V - points) ** 2).sum(axis=1)
+        codes = nearest(V, C)
+        cost = weights * ((V - C[codes]) ** 2).sum(axis=1)
         inertia = float(cost.sum())
         if np.isfinite(previous) and previous - inertia <= tolerance * previous:
             converged = True
@@ -137,12 +146,13 @@ def feedback_loop(W: np.ndarray, U: np.ndarray, codebooks: list[np.ndarray], v: 
     rows, columns = W.shape
     Q, residual = np.zeros_like(W), np.zeros_like(W)
     codes = np.zeros((columns, rows // v, len(codebooks)), dtype=np.int64)
+    norms = [(table**2).sum(axis=1) for table in codebooks]
     for start in range(0, columns, blocksize):
         end = min(start + blocksize, columns)
         block_errors = np.zeros((rows, end - start), dtype=np.float32)
         for j in range(start, end):
             w = W[:, j]
-            codes[j], q = nearest_stages(w.reshape(-1, v), codebooks)
+            codes[j], q = nearest_stages(w.reshape(-1, v), codebooks, norms)
             Q[:, j], residual[:, j] = q.reshape(-1), w - q.reshape(-1)
             err = residual[:, j] / U[j, j]
             W[:, j + 1:end] -= np.outer(err, U[j, j + 1:end])  # inside the block at once
@@ -212,4 +222,4 @@ def quantize(W: Any, fmt: CodebookFormat, group_size: Any = None, sym: bool | No
 # calibration text and each layer's inputs, block by block as GPTQ (the reference reads Hessians collected once
 # from the float model; here each block's come from the model with the blocks before it already quantized)
 METHOD = Method("vptq", quantize=quantize, calibration=True, layer_inputs=True, sequential=True,
-                formats=("vptq_v8_2bit", "vptq_v4_3bit"))
+                formats=("vptq_v4_3bit", "vptq_v8_2bit"))
