@@ -25,12 +25,13 @@ with K = 65536 (16 bits per 8 weights), stores 65536 x 8 x 16 = 8.4 Mbit: more t
                   +0.13 averaged over a SmolLM2 block (2.13 bpw);
     vptq_v4_3bit  v = 4, 64 + residual 64 entries: (6 + 6)/4 = 3 bits per weight, tables 8.2 kbit: +0.009,
                   +0.025, +0.074 on those layers, +0.016 averaged (3.02 bpw).
+                  The default: its tables cost almost nothing and its k-means is the cheaper of the two.
 
 On the tiny model (256 x 256 layers) the 2-bit tables cost a whole bit per weight: small layers pay for tables.
 The centroids are rounded to float16 before the loop, so the feedback corrects the values that are stored.
 
 Left out: the paper's outlier columns with their own table, channel-wise normalisation, the column
-permutation, codebook fine-tuning and end-to-end fine-tuning. K-means fits on at most 64 K vectors drawn in
+permutation, codebook fine-tuning and end-to-end fine-tuning. K-means fits on at most 16 K vectors drawn in
 proportion to their weight (with replacement; their counts become weights, so the objective is the weighted
 one in expectation) and runs at most ``kmeans_iterations`` Lloyd steps: the layer's vectors can be 10^5+.
 ``group_size`` and ``sym`` mean nothing to a codebook and are ignored; so is ``role``.
