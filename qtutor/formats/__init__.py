@@ -52,9 +52,9 @@ for _name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "ggml_MXFP4", "Q2_K", "Q3_
               "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S",
               "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M"):  # ggml.TYPES, in its order (tests/test_gguf.py checks)
     register(_name.lower(), _from("ggml", _name), block_type=True)
-# vector codebooks (listed by codebook_formats()): QuIP#'s fixed lattice tables, AQLM's learned ones (tables per
-# tensor), any4/any3 (a learned scalar table per row, qtutor.methods.any4)
-for _name in ("e8p", "e8p_rvq3", "aqlm_2x8", "aqlm_1x16", "any4", "any3"):
+# vector codebooks (listed by codebook_formats()): QuIP#'s fixed lattice tables, AQLM's and VPTQ's learned ones
+# (tables per tensor), any4/any3 (a learned scalar table per row, qtutor.methods.any4)
+for _name in ("e8p", "e8p_rvq3", "aqlm_2x8", "aqlm_1x16", "vptq_v4_3bit", "vptq_v8_2bit", "any4", "any3"):
     register(_name, _from("codebook", _name), codebook=True)
 del _bits, _name
 

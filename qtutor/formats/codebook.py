@@ -425,4 +425,11 @@ def make(name: str) -> Format:
         bits, levels = LOOKUP_TABLES[name], 2 ** LOOKUP_TABLES[name]
         return LookupTableFormat(name, bits, f"{name}: a learned table of {levels} float16 values per row, after a "
                                  "per-group min/max scale and offset")
+    # VPTQ's learned tables (qtutor.methods.vptq explains the choice of sizes and what the tables cost)
+    if name == "vptq_v8_2bit":
+        return CodebookFormat("vptq_v8_2bit", 8, (8, 8), True, "VPTQ: vectors of 8 outputs, a 256-entry k-means "
+                              "table + a 256-entry residual table (2 bits/weight + tables)")
+    if name == "vptq_v4_3bit":
+        return CodebookFormat("vptq_v4_3bit", 4, (6, 6), True, "VPTQ: vectors of 4 outputs, a 64-entry k-means "
+                              "table + a 64-entry residual table (3 bits/weight + tables)")
     raise ValueError(f"unknown codebook format {name!r}")
