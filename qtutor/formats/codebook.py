@@ -170,12 +170,13 @@ def e8_one_bit_table() -> np.ndarray:
     return table
 
 
-def nearest_rows(X: Any, table: Any) -> tuple[Any, Any]:
+def nearest_rows(X: Any, table: Any, norms: Any = None) -> tuple[Any, Any]:
     """(codes, points): the nearest row of ``table`` (K x d) to every row of ``X`` (n x d), by
-    argmax 2 x.c - ||c||^2 (the same as argmin ||x - c||^2), in slices of rows to bound the memory."""
+    argmax 2 x.c - ||c||^2 (the same as argmin ||x - c||^2), in slices of rows to bound the memory.
+    ``norms``: the ||c||^2 of the table, when the caller has them already."""
     xp = array_namespace(X)
     table = xp.asarray(table, dtype=np.float32)
-    norms = (table**2).sum(axis=1)
+    norms = (table**2).sum(axis=1) if norms is None else norms
     codes = xp.empty(len(X), dtype=np.int64)
     step = max(1, 2**22 // max(len(table), 1))
     for start in range(0, len(X), step):

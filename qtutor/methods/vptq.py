@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from qtutor.formats.base import as_float32, check_finite
-from qtutor.formats.codebook import CodebookFormat, check_vectors
+from qtutor.formats.codebook import CodebookFormat, check_vectors, nearest_rows
 from qtutor.methods import Method
 from qtutor.methods.gptq import Hessian, _warn_about_dead_inputs, inverse_cholesky_upper
 from qtutor.tensor import QuantizedTensor
@@ -62,22 +62,12 @@ def column_vectors(W: Any, v: int) -> np.ndarray:
     return np.ascontiguousarray(W.T).reshape(W.shape[1], W.shape[0] // v, v)
 
 
-def nearest(V: np.ndarray, table: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
-    """The index of the nearest row of ``table`` (K x v) to every row of ``V`` (n x v), exactly:
-    argmin_k ||x - C_k||^2 = argmax_k 2 x.C_k - ||C_k||^2 (||x||^2 is the same for every k).
-    ``norms``: the ||C_k||^2, when the caller has them already."""
-    scores = V @ table.T
-    scores *= 2
-    scores -= (table**2).sum(axis=1) if norms is None else norms
-    return scores.argmax(axis=1)
-
-
 def nearest_stages(V: Any, codebooks: list[np.ndarray], norms: list[np.ndarray] | None = None):
     """(codes (n, M), points (n, v)): each row of ``V`` coded stage by stage, stage m coding what stages < m left."""
     norms = norms or [(table**2).sum(axis=1) for table in codebooks]
     codes, total = [], np.zeros_like(V, dtype=np.float32)
     for table, norm in zip(codebooks, norms):
-        codes.append(nearest(V - total, table, norm))
+        codes.append(nearest_rows(V - total, table, norm)[0])
         total += table[codes[-1]]  # the sum of the stored entries, as decode forms it
     return np.stack(codes, axis=1), total
 
@@ -99,7 +89,7 @@ def kmeans(V: np.ndarray, weights: np.ndarray, K: int, iterations: int = KMEANS_
     C = V[rng.choice(live, K, replace=False, p=weights[live] / weights[live].sum())].copy()
     previous, converged = np.inf, False
     for iteration in range(1, iterations + 1):
-        codes = nearest(V, C)
+        codes = nearest_rows(V, C)[0]
         cost = weights * ((V - C[codes]) ** 2).sum(axis=1)
         inertia = float(cost.sum())
         if np.isfinite(previous) and previous - inertia <= tolerance * previous:
