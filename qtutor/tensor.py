@@ -28,7 +28,9 @@ class QuantizedTensor:
         shape: shape of the original tensor.
         method: the method that chose the codes (``"cast"``, ``"rtn"``, ``"gptq"``, ...).
         extra: format- or method-specific extras (e.g. NVFP4's per-tensor scale, NF4's double-quantization
-            state). Documented by whoever writes them.
+            state). Documented by whoever writes them. ``extra["side_bits"]``: bits the method stores besides
+            what the format counts (QuIP#'s sign vectors, AffineQuant's share of a run-time matrix); they count
+            in ``nbytes`` and ``bits_per_weight``.
         column_order: ``None``, or a permutation of the last axis: the codes (and their groups) are stored with
             the columns in this order, stored column ``k`` being original column ``column_order[k]``, and
             ``dequantize`` puts them back. A method that quantizes columns in its own order (GPTQ's act-order)
@@ -56,9 +58,15 @@ class QuantizedTensor:
         return self.format.decode(self)
 
     @property
+    def storage_bits(self) -> int:
+        """Bits to store it: the format's codes, scales and zero points at their widths, plus the method's
+        ``extra["side_bits"]``."""
+        return self.format.storage_bits(self) + int(self.extra.get("side_bits", 0))
+
+    @property
     def nbytes(self) -> float:
-        """Bytes needed to store codes, scales and zero points at their storage widths."""
-        return self.format.storage_bits(self) / 8
+        """Bytes needed to store codes, scales and zero points at their storage widths (and any side bits)."""
+        return self.storage_bits / 8
 
     @property
     def bits_per_weight(self) -> float:
@@ -66,7 +74,7 @@ class QuantizedTensor:
         numel = 1
         for n in self.shape:
             numel *= n
-        return self.format.storage_bits(self) / numel
+        return self.storage_bits / numel
 
     def __repr__(self) -> str:
         granularity = {None: "cast", 0: "per-tensor", -1: "per-channel"}.get(self.group_size, f"g{self.group_size}")

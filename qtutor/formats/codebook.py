@@ -288,14 +288,14 @@ class CodebookFormat(Format):
         return xp.ascontiguousarray(values.reshape(q.shape), dtype=np.float32)
 
     def storage_bits(self, q: QuantizedTensor) -> int:
-        """Codes (sum of the stages' bits per vector) + float16 scales + float16 learned tables, plus what the
-        method stored besides (``extra["side_bits"]``: QuIP#'s sign vectors)."""
+        """Codes (sum of the stages' bits per vector) + float16 scales + float16 learned tables (what the method
+        stored besides, ``extra["side_bits"]``, QuIP#'s sign vectors, is added by QuantizedTensor)."""
         numel = math.prod(q.shape)
         bits = numel // self.vector_size * sum(self.codebook_bits)
         bits += 0 if q.scales is None else int(np.prod(q.scales.shape)) * TABLE_BITS
         if self.learned:
             bits += int(np.prod(q.extra["codebooks"].shape)) * TABLE_BITS
-        return bits + int(q.extra.get("side_bits", 0))
+        return bits
 
     def bits_per_weight(self, shape: tuple[int, ...] = (4096, 4096), group_size: Any = "default",
                         sym: bool | None = None) -> float:
@@ -378,8 +378,7 @@ class LookupTableFormat(Format):
         """Codes at ``bits`` + a float16 scale and offset per group + the rows' float16 tables."""
         numel = math.prod(q.shape)
         groups = numel // group_length(q.group_size, q.shape, self.name)
-        return numel * self.bits + groups * 2 * TABLE_BITS + q.shape[0] * self.entries * TABLE_BITS \
-            + int(q.extra.get("side_bits", 0))
+        return numel * self.bits + groups * 2 * TABLE_BITS + q.shape[0] * self.entries * TABLE_BITS
 
     def bits_per_weight(self, shape: tuple[int, ...] = (4096, 4096), group_size: Any = "default",
                         sym: bool | None = None) -> float:

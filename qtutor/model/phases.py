@@ -5,7 +5,8 @@ A method declares once, at the end of its own file, what it needs and does (``ME
 callers run whichever a declaration names:
 
     TRANSFORMS    before the weights are rounded, change the model without changing what it computes
-                  (AWQ's searched and folded scales, SmoothQuant's smoothing); run by ``quantize_model``
+                  (AWQ's searched and folded scales, SmoothQuant's smoothing, AffineQuant's learned matrices);
+                  run by ``quantize_model``
     HOOKS         while the model runs, every linear computes the method's own product (LLM.int8()); installed
                   by ``qtutor.eval.sweep.evaluate`` on the float model, before its weights are rounded
     ACTIVATIONS   how run-time activation quantization rounds each linear's input: as it is, or in the rotated
@@ -64,7 +65,22 @@ def smoothing(model: Any, calib: Any, fmt: Any, group_size: Any, sym: Any, optio
     return Transformed(smoothed)
 
 
-TRANSFORMS: dict[str, Callable[..., Transformed | None]] = {"awq_scales": awq_scales, "smoothing": smoothing}
+def affine(model: Any, calib: Any, fmt: Any, group_size: Any, sym: Any, options: dict, *,
+           layers: list[str] | None, skip: tuple[str, ...], progress: bool) -> Transformed:
+    """AffineQuant: each group's invertible A learned on the calibration inputs and applied (the readers' weights
+    W A^T with A^-1 after the norm at run time, or folded where it can be); each reader then carries its share of a
+    run-time A^-1 in its bits per weight."""
+    from qtutor.model.affine import affine_model
+
+    names = ("alpha", "ln_matrix", "epochs", "steps", "lr", "sf")
+    chosen = {name: options.pop(name) for name in names if name in options}
+    handle = affine_model(model, calib, fmt, group_size, sym, layers=layers, skip=skip, progress=progress,
+                          **chosen)
+    return Transformed(handle, {reader: {"side_bits": bits} for reader, bits in handle.side_bits.items()})
+
+
+TRANSFORMS: dict[str, Callable[..., Transformed | None]] = {"awq_scales": awq_scales, "smoothing": smoothing,
+                                                            "affine": affine}
 
 
 # ---- hooks: every linear's product, while the model runs ----------------------------------------------------------
