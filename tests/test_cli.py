@@ -137,7 +137,7 @@ def test_the_method_error_lists_every_method_the_cli_accepts(capsys, no_model):
     listed = result["error"].split("the methods are: ")[1].split(", ")
     assert listed == list(cli.METHOD_NAMES)
     assert set(listed) == {"none", "rtn", "gptq", "awq", "smoothquant", "llm_int8", "rotation", "gguf", "hqq", "quip_sharp",
-                           "aqlm", "vptq", "any4", "affinequant"}
+                           "aqlm", "vptq", "any4", "affinequant", "mr_gptq"}
     with pytest.raises(SystemExit):
         cli.main(["ppl", "--help"])
     assert ", ".join(cli.METHOD_NAMES) in " ".join(capsys.readouterr().out.split())  # --help names the same ones

@@ -172,6 +172,21 @@ class Format:
         raise NotImplementedError
 
     # ---- the group level: scale, quantize, dequantize -----------------------------------------------------
+    def for_tensor(self, W: Any) -> "Format":
+        """The format as it rounds the groups of this whole tensor ``W``: itself, unless its groups' scales depend
+        on a state of the whole tensor (NVFP4's per-tensor scale). A method that finds each group's scale as it
+        goes (GPTQ, with :meth:`find_params`) asks for it once, before the first group."""
+        return self
+
+    def tensor_from_params(self, codes: Any, scales: Any, zeros: Any, group_size: Any, sym: bool,
+                           shape: tuple[int, ...], method: str, extra: dict | None = None,
+                           column_order: Any = None) -> QuantizedTensor:
+        """The QuantizedTensor of codes whose group scales (and zero points) a method found with
+        :meth:`find_params`; a format that stores its scales as codes of their own (MX's E8M0 byte, NVFP4's
+        E4M3) adds those to ``extra``."""
+        return QuantizedTensor(codes, scales, zeros, self.name, group_size, sym, tuple(shape), method,
+                               dict(extra or {}), column_order=column_order)
+
     def find_params(self, G: Any, sym: bool) -> tuple[Any, Any]:
         """Scale (and zero point) per row of ``G`` (groups, group length): shapes (groups, 1).
 

@@ -90,6 +90,20 @@ class BlockFormat(Format):
         check_finite(x, self.name, "a NaN or Inf would poison the shared scale of its whole block")
         return x, block
 
+    def _stored_scale_codes(self, scales: Any) -> Any:
+        raise NotImplementedError
+
+    def tensor_from_params(self, codes: Any, scales: Any, zeros: Any, group_size: Any, sym: bool,
+                           shape: tuple[int, ...], method: str, extra: dict | None = None,
+                           column_order: Any = None) -> QuantizedTensor:
+        """A tensor of codes on scales from :meth:`find_params`, with the stored scale bytes those scales are."""
+        if column_order is not None:
+            raise ValueError(f"{self.name} decodes its blocks in stored order; a column permutation (act_order) is "
+                             "not supported for block formats: quantize with act_order=False")
+        self._check_block(group_size)
+        extra = {**(extra or {}), **self._stored_scale_codes(scales)}
+        return QuantizedTensor(codes, scales, None, self.name, self.block, True, tuple(shape), method, extra)
+
     def storage_bits(self, q: QuantizedTensor) -> int:
         numel = math.prod(q.shape)
         return numel * self.bits + (numel // self.block) * self.scale_bits + 32 * ("tensor_scale" in q.extra)
@@ -165,6 +179,11 @@ class MXFormat(BlockFormat):
         return QuantizedTensor(codes, scale.reshape(shape_of_blocks), None, self.name, block, True, tuple(x.shape),
                                "rtn", {"scale_codes": exponents.reshape(shape_of_blocks)})
 
+    def _stored_scale_codes(self, scales: Any) -> dict:
+        """The E8M0 byte of each power-of-two block scale X = 2^(e - 127)."""
+        xp = array_namespace(scales)
+        return {"scale_codes": (floor_log2(xp.asarray(scales, dtype=np.float32)) + E8M0_BIAS).astype(np.uint8)}
+
     def decode(self, q: QuantizedTensor) -> Any:
         if q.fmt != self.name:
             raise ValueError(f"this QuantizedTensor is {q.fmt}, not {self.name}; call q.dequantize() instead")
@@ -204,8 +223,12 @@ class NVFP4Format(BlockFormat):
     def values(self, codes: Any) -> Any:
         return self.element.values(codes)
 
+    fixed_tensor_scale: Any = None  # s_enc of the tensor being rounded group by group (see for_tensor)
+
     def tensor_scale(self, x: Any) -> np.float32:
         """s_enc = 448 * 6 / max|x|: maps the tensor's largest block scale onto E4M3's largest value."""
+        if self.fixed_tensor_scale is not None:
+            return self.fixed_tensor_scale
         absmax = float(array_namespace(x).abs(x).max())
         if absmax == 0.0:
             return np.float32(1.0)  # an all-zero tensor: every block scale is 0, any s_enc decodes it
@@ -234,8 +257,25 @@ class NVFP4Format(BlockFormat):
         s_block = self.scale_format.values(q.extra["scale_codes"].reshape(-1))[:, None]
         return ((self.values(G) * s_block) / np.float32(q.extra["tensor_scale"])).reshape(q.shape).astype(np.float32)
 
+    def for_tensor(self, W: Any) -> "NVFP4Format":
+        """This format with s_enc fixed from the whole of ``W``: then :meth:`find_params` on any of W's groups
+        gives the block scales :meth:`encode` would, and :meth:`tensor_from_params` stores that s_enc."""
+        bound = NVFP4Format()
+        bound.fixed_tensor_scale = NVFP4Format().tensor_scale(W)
+        return bound
+
+    def _stored_scale_codes(self, scales: Any) -> dict:
+        """The E4M3 byte of each block scale s_b = scale * s_enc, and s_enc."""
+        if self.fixed_tensor_scale is None:
+            raise ValueError("nvfp4: scales found group by group need the tensor's s_enc: use fmt.for_tensor(W)")
+        s_enc = self.fixed_tensor_scale
+        codes = self.scale_format.cast(array_namespace(scales).asarray(scales, dtype=np.float32) * s_enc,
+                                       saturate=True)
+        return {"scale_codes": codes, "tensor_scale": s_enc}
+
     def find_params(self, G: Any, sym: bool = True) -> tuple[Any, Any]:
-        """Per-block scales with the tensor scale taken from ``G`` itself (used by methods that fake-quantize)."""
+        """Per-block scales with the tensor scale taken from ``G`` itself, or the one fixed by :meth:`for_tensor`
+        (used by methods that fake-quantize)."""
         s_enc = self.tensor_scale(G)
         absmax = array_namespace(G).abs(G).max(axis=1, keepdims=True)
         s_block = self.scale_format.values(self.scale_format.cast(s_enc * (absmax / np.float32(6.0)), saturate=True))

@@ -21,7 +21,7 @@ from qtutor.tensor import QuantizedTensor
 
 # the registry: every method, in the order the CLI lists them (each name is a module of this package)
 METHODS = ("rtn", "gptq", "awq", "llm_int8", "rotation", "smoothquant", "gguf", "hqq", "quip_sharp", "aqlm",
-           "vptq", "any4", "affinequant")
+           "vptq", "any4", "affinequant", "mr_gptq")
 
 DEFAULT_FORMAT = "int4"  # the weights' format when none is asked and the method does not define its own
 

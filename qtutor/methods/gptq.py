@@ -179,6 +179,7 @@ def quantize_unblocked(W: Any, H: Any, fmt: Format, group_size: int = -1, sym: b
     once. Slow and plain; tests check that :class:`GPTQ` gives the same weights. Returns dequantized W_hat."""
     sym = fmt.resolve_sym(sym)
     W = np.array(W, dtype=dtype)
+    fmt = fmt.for_tensor(W)
     U, dead, _ = inverse_cholesky_upper(np.asarray(H), percdamp)
     W[:, dead] = 0
     fixed = None
@@ -240,10 +241,11 @@ class GPTQ:
 
         if isinstance(H, Hessian):
             n_tokens, H = H.n_tokens, H.H
-        self.fmt, self.name, self.dtype = fmt, name, dtype
+        self.name, self.dtype = name, dtype
         self.sym = fmt.resolve_sym(sym)
         W = as_float32(W, f"GPTQ {name}")
         check_finite(W, f"GPTQ {name}", "GPTQ needs finite weights")
+        self.fmt = fmt.for_tensor(W)  # NVFP4: the per-tensor scale of the whole W, fixed before the first group
         if W.ndim != 2:
             raise ValueError(f"GPTQ {name}: W must be 2-D (out_features, in_features), got shape {tuple(W.shape)}")
         self.rows, self.columns = W.shape
@@ -483,9 +485,9 @@ class GPTQ:
         if self.group_size in (-1, 0):
             scale, zero = self._fixed_params[0], self._fixed_params[1]
             shape = () if self.group_size == 0 else (self.rows,)
-            return QuantizedTensor(self.codes[:, self.inverse_perm], scale.reshape(shape),
-                                   None if zero is None else zero.reshape(shape), self.fmt.name, self.group_size,
-                                   self.sym, (self.rows, self.columns), "gptq", extra)
+            return self.fmt.tensor_from_params(self.codes[:, self.inverse_perm], scale.reshape(shape),
+                                               None if zero is None else zero.reshape(shape), self.group_size,
+                                               self.sym, (self.rows, self.columns), "gptq", extra)
         n_groups = self.columns // self.group_size
         params = self._static_params if self.static_groups else [self._group_scales[g] for g in range(n_groups)]
         scales = xp.concatenate([p[0] for p in params], axis=1)
@@ -493,10 +495,10 @@ class GPTQ:
         if self.act_order and not self.static_groups:
             # the groups were formed in act-order: they are contiguous in the permuted order, so the codes stay
             # in it (a checkpoint's g_idx, the group of every original column, is inverse_perm // group_size)
-            return QuantizedTensor(self.codes, scales, zeros, self.fmt.name, self.group_size, self.sym,
-                                   (self.rows, self.columns), "gptq", extra, column_order=self.perm)
-        return QuantizedTensor(self.codes[:, self.inverse_perm], scales, zeros, self.fmt.name, self.group_size,
-                               self.sym, (self.rows, self.columns), "gptq", extra)
+            return self.fmt.tensor_from_params(self.codes, scales, zeros, self.group_size, self.sym,
+                                               (self.rows, self.columns), "gptq", extra, column_order=self.perm)
+        return self.fmt.tensor_from_params(self.codes[:, self.inverse_perm], scales, zeros, self.group_size,
+                                           self.sym, (self.rows, self.columns), "gptq", extra)
 
 
 # --------------------------------------------------------------------------------------------------------------
