@@ -521,6 +521,7 @@ def beam_steps(scores: Sequence[np.ndarray], kept: Sequence[np.ndarray], best: f
         if best is not None:
             ax.axhline(best, color=ERROR, linestyle="--", linewidth=1, label="exhaustive best")
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(-0.5, score.size)
         ax.set_xlabel("candidate (sorted by loss)")
         ax.set_ylabel("group loss")
         ax.set_title(f"step {step + 1}: table {step + 1}'s code", fontsize=10)
