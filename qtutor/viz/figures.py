@@ -417,6 +417,119 @@ def grid_points(values: np.ndarray, ax=None, title: str = ""):
     return fig
 
 
+# ---- below 3 bits: scalar grids, vector codebooks, lattices, incoherence, beam search ------------------------
+def scalar_grids(weights: np.ndarray, rounded: dict, ax=None, title: str = ""):
+    """One strip per grid (``rounded``: label -> the weights after rounding): every weight a blue dot, the levels
+    it used orange ticks, a grey line from each weight to its level (the error), so 4 levels against 16 shows."""
+    weights = np.asarray(weights, dtype=np.float64).ravel()
+    fig, ax = new_axes(ax, figsize=(9, 0.9 + 0.8 * len(rounded)))
+    jitter = np.random.default_rng(0).uniform(-0.12, 0.12, weights.size)  # spreads the dots, fixed for redraws
+    for row, (label, values) in enumerate(rounded.items()):
+        values = np.asarray(values, dtype=np.float64).ravel()
+        y = -row
+        ax.plot(np.stack([weights, values]), np.stack([y + jitter, np.full_like(values, y + 0.3)]), color=GRID,
+                linewidth=0.5, alpha=0.6)
+        ax.scatter(weights, y + jitter, s=10, color=ORIGINAL, zorder=3)
+        ax.vlines(np.unique(values), y + 0.25, y + 0.4, color=QUANTIZED, linewidth=2.5, zorder=4)
+        ax.text(weights.min(), y + 0.42, f"{label}: {np.unique(values).size} levels used", fontsize=9, va="bottom")
+    ax.set_yticks([])
+    ax.set_ylim(-len(rounded) + 0.6, 0.75)
+    ax.set_xlabel("weight value")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def codebook_cells(points: np.ndarray, codebooks: dict, title: str = ""):
+    """2-D points coloured by their nearest codeword, one panel per codebook (label -> K x 2 codewords, black
+    crosses), with the mean squared distance to the nearest codeword in each panel's title."""
+    points = np.asarray(points, dtype=np.float64)
+    fig, axes = plt.subplots(1, len(codebooks), figsize=(4.2 * len(codebooks), 4.2), constrained_layout=True,
+                             squeeze=False)
+    for ax, (label, codewords) in zip(axes[0], codebooks.items()):
+        codewords = np.asarray(codewords, dtype=np.float64)
+        distances = ((points[:, None, :] - codewords[None, :, :]) ** 2).sum(axis=2)
+        nearest = distances.argmin(axis=1)
+        ax.scatter(points[:, 0], points[:, 1], c=nearest % 20, cmap="tab20", s=4, alpha=0.6)
+        ax.scatter(codewords[:, 0], codewords[:, 1], marker="x", color="black", s=40, zorder=3)
+        ax.set_title(f"{label}\nmean squared error {distances.min(axis=1).mean() / 2:.4f} per weight", fontsize=10)
+        ax.set_aspect("equal")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def coxeter_plane() -> np.ndarray:
+    """A 2 x 8 orthonormal basis of E8's Coxeter plane: projected onto it, E8's 240 roots fall on 8 circles of 30
+    (the usual picture of E8). The plane is spanned by the real and imaginary parts of an eigenvector, for the
+    eigenvalue exp(2 pi i / 30), of the product of the reflections in the 8 simple roots (Bourbaki's)."""
+    simple = np.zeros((8, 8))
+    simple[0] = 0.5 * np.array([1, -1, -1, -1, -1, -1, -1, 1])
+    simple[1, :2] = 1
+    for i in range(2, 8):
+        simple[i, i - 2], simple[i, i - 1] = -1, 1
+    coxeter = np.eye(8)
+    for root in simple:  # every simple root has squared length 2: s(x) = x - (x . root) root
+        coxeter = (np.eye(8) - np.outer(root, root)) @ coxeter
+    values, vectors = np.linalg.eig(coxeter)
+    v = vectors[:, np.argmin(np.abs(values - np.exp(2j * np.pi / 30)))]
+    basis, _ = np.linalg.qr(np.stack([v.real, v.imag], axis=1))
+    return basis.T
+
+
+def lattice_projection(points: np.ndarray, basis: np.ndarray, ax=None, title: str = "", highlight=None):
+    """Points of 8 dimensions (n x 8) projected onto a plane (``basis``: 2 x 8); ``highlight`` (m x 8) drawn on top."""
+    fig, ax = new_axes(ax, figsize=(5, 5))
+    xy = np.asarray(points, dtype=np.float64) @ basis.T
+    ax.scatter(xy[:, 0], xy[:, 1], s=2 if len(xy) > 2000 else 12, color=ORIGINAL, alpha=0.25 if len(xy) > 2000 else 0.8,
+               linewidths=0)
+    if highlight is not None:
+        hx = np.asarray(highlight, dtype=np.float64) @ basis.T
+        ax.scatter(hx[:, 0], hx[:, 1], s=14, color=QUANTIZED, zorder=3)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def incoherence_histograms(before: np.ndarray, after: np.ndarray, ax=None, title: str = ""):
+    """Histograms of |w| / median |w| of a weight before and after a rotation (log count), each labelled with its
+    max / median: the rotation pulls the tail in."""
+    fig, ax = new_axes(ax, figsize=(8, 3.6))
+    for values, label, colour in ((before, "before", ORIGINAL), (after, "after the rotation", QUANTIZED)):
+        ratio = np.abs(np.asarray(values, dtype=np.float64)).ravel()
+        ratio = ratio / np.median(ratio)
+        ax.hist(ratio, bins=150, color=colour, alpha=0.6, label=f"{label}: max / median {ratio.max():.1f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("|w| / median |w|")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=9, frameon=False)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def beam_steps(scores: Sequence[np.ndarray], kept: Sequence[np.ndarray], best: float | None = None, title: str = ""):
+    """One panel per step of a beam search: every candidate's loss (sorted, grey), the ones the beam keeps
+    (orange); ``best``, the exhaustive optimum, as a dashed line."""
+    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 3.4), constrained_layout=True, squeeze=False)
+    for step, (ax, score, keep) in enumerate(zip(axes[0], scores, kept)):
+        score = np.asarray(score, dtype=np.float64).ravel()
+        order = np.argsort(score)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(score.size)
+        ax.scatter(np.arange(score.size), score[order], s=4, color=GRID, label=f"{score.size} candidates")
+        ax.scatter(rank[keep], score[keep], s=24, color=QUANTIZED, zorder=3, label=f"kept: {len(keep)}")
+        if best is not None:
+            ax.axhline(best, color=ERROR, linestyle="--", linewidth=1, label="exhaustive best")
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(-0.5, score.size)
+        ax.set_xlabel("candidate (sorted by loss)")
+        ax.set_ylabel("group loss")
+        ax.set_title(f"step {step + 1}: table {step + 1}'s code", fontsize=10)
+        ax.legend(fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 # ---- AWQ and SmoothQuant -------------------------------------------------------------------------------------
 def alpha_curve(alphas: Sequence[float], losses: Sequence[float], best_alpha: float | None = None,
                 rtn_loss: float | None = None, ax=None, title: str = "", ylabel: str = "output error"):

@@ -14,6 +14,7 @@ MEASUREMENTS = {"smollm2": HERE / "smollm2_measurements.json"}
 LAYER_ERRORS = {"smollm2": HERE / "smollm2_layer_errors.json"}
 IQUANTS = {"smollm2": HERE / "smollm2_iquants.json"}
 TRAINING = {"smollm2": HERE / "smollm2_training.json"}
+BELOW_3_BITS = {"smollm2": HERE / "smollm2_below_3_bits.json"}
 
 
 def _stored(files: dict[str, Path], model: str, what: str, tool: str) -> dict:
@@ -60,4 +61,13 @@ def training(model: str = "smollm2") -> dict:
     return _stored(TRAINING, model, "training runs", "tools/training_smollm2.py --part qat (and llm_qat, qlora)")
 
 
-__all__ = ["iquants", "layer_errors", "measurements", "training"]
+def below_3_bits(model: str = "smollm2") -> dict:
+    """Every method of notebook 12 at ~2, ~3 and ~4 bits per weight on the same slice of a model (written by
+    ``python benchmarks/below_3_bits.py``; by default every linear of blocks 0, 10, 20 and 29, the other blocks
+    float): ``float`` and ``rows``, each with its band, bits per weight over the quantized layers, perplexity
+    ± standard error, change from float ± paired standard error, KL, same-top-token rate and quantization
+    seconds, and the command, machine and date that measured it; ``skipped``, the rows not run and why."""
+    return _stored(BELOW_3_BITS, model, "below-3-bits measurements", "benchmarks/below_3_bits.py")
+
+
+__all__ = ["below_3_bits", "iquants", "layer_errors", "measurements", "training"]
