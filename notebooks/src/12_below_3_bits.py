@@ -109,7 +109,7 @@ plt.show()
 
 # %% tags=["nbval-check-output"]
 radii, per_ring = np.unique(np.round(np.linalg.norm(roots @ plane.T, axis=1), 4), return_counts=True)
-print(f"{len(roots)} roots on {len(radii)} rings of {sorted(set(per_ring.tolist()))} each")
+print(f"{len(roots)} roots on {len(radii)} rings; roots per ring: {sorted(set(per_ring.tolist()))}")
 print(f"{'format':14s} {'weights per code':>16s} {'codewords':>12s} {'code bits per weight':>20s}")
 for name, dims, count in (("INT2", 1, 4), ("pairs of 16", 2, 16), ("E8P", 8, 2 ** 16), ("E8P + E8 residual", 8, 2 ** 24),
                           ("AQLM 2x8", 8, 2 ** 16), ("VPTQ v8 2-bit", 8, 2 ** 16), ("VPTQ v4 3-bit", 4, 2 ** 12)):
@@ -306,8 +306,10 @@ plt.show()
 
 # %% [markdown]
 # What the issue expected, checked on the stored figures. A model is called *usable* here when its perplexity is
-# within twice float's, and a method *beats* another when its perplexity is lower by more than twice the larger
-# of the two standard errors and its KL is lower too.
+# within twice float's. Two rows are scored on the same tokens, so a method *beats* another when its change from
+# float is lower by more than twice the two changes' paired standard errors combined, √(se_a² + se_b²), and its
+# KL is lower too. (The perplexities' own standard errors, ± 1.3 to 2 here, mostly measure which tokens are hard,
+# the same for every row; comparing those alone would hide real differences.)
 
 # %% tags=["nbval-check-output"]
 rows = {row["label"]: row for row in study["rows"]}
@@ -318,17 +320,56 @@ def usable(label):
 
 
 def beats(a, b):
-    margin = 2 * max(rows[a]["ppl_stderr"], rows[b]["ppl_stderr"])
-    return rows[a]["ppl"] < rows[b]["ppl"] - margin and rows[a]["kl"] < rows[b]["kl"]
+    noise = 2 * np.hypot(rows[a]["delta_pct_stderr"], rows[b]["delta_pct_stderr"])
+    return rows[a]["delta_pct"] < rows[b]["delta_pct"] - noise and rows[a]["kl"] < rows[b]["kl"]
+
+
+def fewer_bits(a, b):
+    return rows[a]["bits_per_weight"] <= rows[b]["bits_per_weight"]
 
 
 claim("at ~2 bits QuIP#, AQLM and VPTQ each give a usable model", all(usable(m) for m in vector_methods))
-claim("at ~2 bits RTN and GPTQ do not", not usable("RTN INT2 g64") and not usable("GPTQ INT2 g64"))
-three = ("QuIP# e8p_rvq3", "VPTQ v4 3-bit", "any3 g64")
-claim("at ~3 bits QuIP#, VPTQ and any3 each beat RTN INT3 g64, at fewer or equal bits per weight",
-      all(beats(m, "RTN INT3 g64") and rows[m]["bits_per_weight"] <= rows["RTN INT3 g64"]["bits_per_weight"]
-          for m in three))
-claim("HQQ (no calibration) beats RTN at 4 bits", beats("HQQ INT4 g64", "RTN INT4 g64"))
+claim("at ~2 bits RTN and GPTQ do not",
+      not usable("RTN INT2 g64") and not usable("GPTQ INT2 g64"))
+claim("at ~3 bits QuIP# (e8p_rvq3) and VPTQ (v4) each beat RTN INT3 g64, at fewer bits per weight",
+      all(beats(m, "RTN INT3 g64") and fewer_bits(m, "RTN INT3 g64") for m in ("QuIP# e8p_rvq3", "VPTQ v4 3-bit")))
+claim("VPTQ's lead over RTN INT3 is inside twice RTN's perplexity standard error: it shows token by token only",
+      rows["RTN INT3 g64"]["ppl"] - rows["VPTQ v4 3-bit"]["ppl"] < 2 * rows["RTN INT3 g64"]["ppl_stderr"])
+claim("any3 beats RTN INT3 g64 too, but spends more bits per weight (its tables and float16 scales)",
+      beats("any3 g64", "RTN INT3 g64") and not fewer_bits("any3 g64", "RTN INT3 g64"))
+
+# %% [markdown]
+# Two expectations the stored figures do **not** support:
+#
+# * **"At ~3 bits AQLM beats RTN"**: there is no 3-bit AQLM row. AQLM's formats here are 2x8 and 1x16; a 3-bit
+#   setting would need three 8-bit tables, or one larger table whose float16 entries would cost more than the
+#   codes on layers this small. (1x16 is not run at all: on SmolLM2's layers its table holds every group in
+#   float16, 18 bits per weight; see `study["skipped"]`.)
+# * **"HQQ (no calibration) beats RTN at 3 and 4 bits"**: on this slice HQQ's change from float is lower than
+#   RTN's at both, but by less than the noise, and it spends 0.2 more bits per weight (its float16 zero points);
+#   only its KL is lower. At 2 bits it is worse than RTN. (On the whole model, HQQ's docstring records INT4
+#   +21.1 % against RTN's +29.3 %, a real gain there, and INT3 +812 % against +208 %, a loss.)
+
+# %% tags=["nbval-check-output"]
+claim("HQQ's lead over RTN at 3 and at 4 bits is inside the paired noise here, at more bits per weight",
+      not beats("HQQ INT3 g64", "RTN INT3 g64") and not beats("HQQ INT4 g64", "RTN INT4 g64")
+      and not fewer_bits("HQQ INT3 g64", "RTN INT3 g64") and not fewer_bits("HQQ INT4 g64", "RTN INT4 g64"))
+claim("its KL is below RTN's at 3 and at 4 bits", rows["HQQ INT3 g64"]["kl"] < rows["RTN INT3 g64"]["kl"]
+      and rows["HQQ INT4 g64"]["kl"] < rows["RTN INT4 g64"]["kl"])
+claim("at 2 bits HQQ is worse than RTN", rows["HQQ INT2 g64"]["ppl"] > rows["RTN INT2 g64"]["ppl"])
+claim("no AQLM row at ~3 bits", not any(r["method"] == "aqlm" and r["band"] == "3" for r in study["rows"]))
+
+# %% [markdown]
+# Read across the bands: QuIP# at 2.00 bits per weight lands near RTN at 3.30, and QuIP#'s 3-bit version (+9 %)
+# near RTN at 4.31 (+6 %). Bought with time: QuIP# took about 5 minutes for 28 layers, AQLM 1.5, VPTQ and GPTQ under
+# one, RTN a tenth of a second. These are 28 of 210 layers, so every change is smaller than on the whole model;
+# the model card (notebook 15) has RTN on all 210, where INT3 g64 already loses +212 % and INT2 g64 leaves
+# nothing (perplexity in the hundreds of thousands). What carries over is the order, not the size.
+
+# %% tags=["nbval-check-output"]
+card = {row["label"]: row for row in qt.zoo.measurements("smollm2")["rtn"]}
+claim("on the whole model (the card), RTN INT3 g64 loses several times what it loses on the slice",
+      card["INT3 g64"]["delta_pct"] > 3 * rows["RTN INT3 g64"]["delta_pct"])
 
 # %% [markdown]
 # ## Exercises
