@@ -222,14 +222,16 @@ def _calibration(args: argparse.Namespace, methods: list[str | None], tokenizer)
     ``methods`` declares that it needs them."""
     from qtutor import data
 
-    if not any(method is not None and declaration(method).calibration for method in methods):
+    static = getattr(args, "act_granularity", "token") == "static" and args.act_format is not None
+    if not static and not any(method is not None and declaration(method).calibration for method in methods):
         return None
     return data.calibration(n_samples=args.calib_samples, seq_len=256, source=args.calib_source, tokenizer=tokenizer)
 
 
 def _runtime(args: argparse.Namespace) -> dict:
     """What is quantized at run time, and the options of SmoothQuant and LLM.int8()."""
-    return dict(act_format=args.act_format, kv_format=args.kv_format, kv_keys=args.kv_keys,
+    return dict(act_format=args.act_format, act_granularity=args.act_granularity, kv_format=args.kv_format,
+                kv_keys=args.kv_keys,
                 kv_values=args.kv_values, kv_group_size=args.kv_group_size, alpha=args.alpha,
                 smooth_linears=args.smooth_linears, threshold=args.threshold)
 
@@ -446,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (ppl, sweep):
         p.add_argument("--act-format", default=None,
                        help="quantize every linear's input at run time, a scale per token (e.g. int8, int4)")
+        p.add_argument("--act-granularity", default="token", choices=["token", "tensor", "static"],
+                       help="activation scales: per token or per tensor (dynamic), or one per layer calibrated on "
+                            "the calibration text (static, as W8A8-FP8 checkpoints with static scales)")
         p.add_argument("--kv-format", default=None, help="quantize the KV cache (e.g. int8, int4, fp8_e4m3)")
         p.add_argument("--kv-keys", default="channel", choices=["token", "channel"], help="axis of the key scales")
         p.add_argument("--kv-values", default="token", choices=["token", "channel"],

@@ -37,7 +37,8 @@ TOUR = [
 def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt: Any = "default",
              group_size: Any = "default", sym: bool | None = None, *, split: str = "test", ctx: int = 256,
              stride: int = 128, max_tokens: int | None = None, calib: Any = None, baseline: float | None = None,
-             progress: bool = False, act_format: str | None = None, kv_format: str | None = None,
+             progress: bool = False, act_format: str | None = None, act_granularity: str = "token",
+             kv_format: str | None = None,
              kv_keys: str = "channel", kv_values: str = "token", kv_group_size: int | None = None,
              kv_token_group: int | None = None, alpha: float = 0.5, smooth_linears: bool = False,
              threshold: float = 6.0, reference: Any = None,
@@ -53,7 +54,10 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
     ``rotation``: weights and activations (``act_format``; ``fmt`` when not given) rounded in a randomly rotated
     basis (QuaRot; :mod:`qtutor.methods.rotation`). What each method needs and runs comes from its declaration
     (:mod:`qtutor.methods`; the model-level phases are in :mod:`qtutor.model.phases`). On top of any of them:
-    ``act_format`` quantizes every linear's input per token, ``kv_format`` the KV cache (keys along
+    ``act_format`` quantizes every linear's input per token (``act_granularity="token"``, dynamic), per tensor
+    (``"tensor"``, dynamic) or with one calibrated scale per layer (``"static"``: max|x| on ``calib`` of the model
+    as it runs, weights quantized; the point adds ``clipped_pct``, the share of test activations beyond it),
+    ``kv_format`` the KV cache (keys along
     ``kv_keys``, values along ``kv_values``, ``kv_group_size`` channels or, for per-channel scales,
     ``kv_token_group`` tokens a scale; see :func:`qtutor.model.activations.quantized_kv_cache`). With a
     ``reference`` (:func:`qtutor.eval.divergence.reference` of the float model) the point also has ``kl``, the
@@ -98,10 +102,20 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
                                                           progress=progress, **method_kw, **transform_options))
             point = {"method": method, "format": report.fmt, "group_size": report.group_size, "sym": report.sym,
                      "bits_per_weight": round(report.bits_per_weight, 4), "bytes": int(report.nbytes)}
+        clip_stats = None
         if act_format is not None:
             basis = "plain" if declared is None else declared.activations
-            stack.enter_context(phases.ACTIVATIONS[basis](model, act_format, {**method_kw, **options}))
+            act_options = {**method_kw, **options, "act_granularity": act_granularity}
+            if act_granularity == "static":
+                if calib is None:
+                    raise ValueError("act_granularity='static' calibrates one scale per layer: give "
+                                     "calib=qt.data.calibration(32, 256)")
+                act_options["act_scales"] = activations.static_input_scales(model, calib, act_format)
+            installed = stack.enter_context(phases.ACTIVATIONS[basis](model, act_format, act_options))
+            clip_stats = installed if isinstance(installed, activations.ClipStats) else None
             point["act_format"] = act_format
+            if act_granularity != "token":
+                point["act_granularity"] = act_granularity
         if kv_format is not None:
             stack.enter_context(activations.quantized_kv_cache(model, kv_format, kv_keys, kv_values, kv_group_size,
                                                                token_group=kv_token_group))
@@ -115,6 +129,8 @@ def evaluate(model: Any, tokenizer: Any = None, method: str | None = "rtn", fmt:
             point.update(compare(model, reference))
         if after_run is not None:
             point.update(after_run())
+        if clip_stats is not None:
+            point["clipped_pct"] = 100.0 * clip_stats.clipped_fraction()
     if isinstance(baseline, Score):
         point.update(measured.compare(baseline))
     elif baseline is not None:

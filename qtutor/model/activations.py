@@ -37,25 +37,40 @@ import numpy as np
 from qtutor import formats
 from qtutor.model import LinearLayer, get_weight, linear_layers
 
-GRANULARITIES = ("token", "tensor")
+GRANULARITIES = ("token", "tensor", "static")  # dynamic per token, dynamic per tensor, calibrated per tensor
 BLOCK_FAMILIES = ("microscaling", "normalfloat")  # formats whose scale belongs to a fixed block of elements
 CLAMP = 1e-5  # the smallest absmax a scale is computed from, as SmoothQuant: an all-zero token stays zero
 KV_AXES = ("token", "channel")
 
 
-def fake_quantize_activations(x: np.ndarray, fmt: str = "int8", granularity: str = "token") -> np.ndarray:
+def fake_quantize_activations(x: np.ndarray, fmt: str = "int8", granularity: str = "token",
+                              scale: float | None = None) -> np.ndarray:
     """Quantize-dequantize activations ``x (tokens, channels)``, symmetric, one scale per token (row) or per tensor.
 
     Integer formats: s = max(max|x_t|, 1e-5) / (2^(b-1) - 1) and x_hat = s * clip(round(x / s)), with s kept in
     float32 — SmoothQuant's W8A8 and LLM-QAT's activation quantizer (a weight's scale is stored, as float16; an
     activation's scale is computed on the fly and never stored). Float formats (FP8, FP4) scale each token the
-    same way onto their grid; block formats (MXFP4, NVFP4, NF4) use their own blocks, which lie within a token."""
+    same way onto their grid; block formats (MXFP4, NVFP4, NF4) use their own blocks, which lie within a token.
+    ``granularity="static"``: one ``scale`` fixed in advance (calibrated, :func:`static_input_scales`), as a
+    deployed W8A8-FP8 model with static activation scales runs; values beyond ``scale * max`` are clipped to it
+    (a plain FP8 cast would turn them into NaN)."""
     if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity={granularity!r}: use 'token' (a scale per token, dynamic) or 'tensor'")
+        raise ValueError(f"granularity={granularity!r}: use 'token' (a scale per token, dynamic), 'tensor' (per "
+                         "tensor, dynamic) or 'static' (one calibrated scale per tensor)")
     fmt = formats.get(fmt)
     x = np.asarray(x, dtype=np.float32)
     if x.size == 0:
         return x
+    if granularity == "static":
+        if fmt.family in BLOCK_FAMILIES:
+            raise ValueError(f"{fmt.name} has a scale per block by definition; a static per-tensor scale is for "
+                             "integer and float formats (int8, fp8_e4m3)")
+        if scale is None or not np.isfinite(scale) or scale <= 0:
+            raise ValueError(f"granularity='static' needs a finite positive scale, got {scale!r} (calibrate one with "
+                             "qtutor.model.activations.static_input_scales)")
+        s = np.float32(scale)
+        limit = s * np.float32(fmt.qmax_sym if fmt.family == "integer" else fmt.max_value)
+        return fmt.dequantize(fmt.quantize(np.clip(x, -limit, limit), s), s).astype(np.float32).reshape(x.shape)
     rows = x.reshape(-1, x.shape[-1]) if granularity == "token" else x.reshape(1, -1)
     if fmt.family == "integer":
         scale = np.maximum(np.abs(rows).max(axis=1, keepdims=True), CLAMP) / np.float32(fmt.qmax_sym)
@@ -91,35 +106,97 @@ def _as_tensor_like(values: np.ndarray, like: Any) -> Any:
 
 
 # ---- A8 / A4: the inputs of every linear layer --------------------------------------------------------------------
+def static_input_scales(model: Any, calib: Any, fmt: str = "fp8_e4m3", *, roles: tuple[str, ...] | None = None,
+                        skip: tuple[str, ...] = ("lm_head",), batch_size: int = 8) -> dict[str, float]:
+    """One static scale per linear's input: max|x| over the calibration text (token ids, n x seq_len) divided by
+    the format's largest value (448 for E4M3, 127 for INT8), so the largest calibration activation lands on it."""
+    import torch
+
+    if calib is None:
+        raise ValueError("static activation scales are calibrated: give calib=qt.data.calibration(32, 256)")
+    fmt = formats.get(fmt)
+    largest = float(fmt.qmax_sym if fmt.family == "integer" else fmt.max_value)
+    chosen = _targets(model, roles, skip)
+    absmax = {layer.name: 0.0 for layer in chosen}
+
+    def recorder(name: str):
+        def record(module, args):
+            x = args[0].detach().float()
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"the calibration inputs of {name} contain NaN/Inf: a static scale cannot be "
+                                 "calibrated on them (check the model in float32, or the calibration text)")
+            absmax[name] = max(absmax[name], float(x.abs().max()))
+        return record
+
+    tokens = torch.as_tensor(np.asarray(calib, dtype=np.int64))
+    tokens = tokens[None, :] if tokens.ndim == 1 else tokens
+    handles = [layer.module.register_forward_pre_hook(recorder(layer.name)) for layer in chosen]
+    with _hooks(handles), torch.no_grad():
+        for start in range(0, tokens.shape[0], batch_size):
+            model(input_ids=tokens[start:start + batch_size].to(model.device))
+    return {name: max(value, CLAMP) / largest for name, value in absmax.items()}
+
+
+@dataclass
+class ClipStats:
+    """With static scales: how many activation values fell beyond a layer's calibrated range and were clipped."""
+
+    clipped: dict = field(default_factory=dict)
+    seen: dict = field(default_factory=dict)
+
+    def clipped_fraction(self) -> float:
+        return sum(self.clipped.values()) / max(sum(self.seen.values()), 1)
+
+
 @contextlib.contextmanager
 def quantized_inputs(model: Any, fmt: str = "int8", granularity: str = "token", *,
                      roles: tuple[str, ...] | None = None, skip: tuple[str, ...] = ("lm_head",),
-                     rotation_seed: int | None = None) -> Iterator[Any]:
+                     rotation_seed: int | None = None, scales: dict[str, float] | None = None) -> Iterator[Any]:
     """Within the block, every chosen linear layer sees its input fake-quantized to ``fmt`` (dynamic, a scale per
     token by default). The output head is skipped by default, as in SmoothQuant's ``quantize_llama_like``.
     With ``rotation_seed``, each input is quantized in a rotated basis, Q(x R) R^T
-    (:mod:`qtutor.methods.rotation`; the weights must be rotated with the same seed)."""
+    (:mod:`qtutor.methods.rotation`; the weights must be rotated with the same seed). ``granularity="static"``
+    takes each layer's calibrated scale from ``scales`` (:func:`static_input_scales`) and yields a
+    :class:`ClipStats`."""
     formats.get(fmt)  # an unknown format fails here, before any hook is installed
-    fake_quantize_activations(np.ones((1, 64), np.float32), fmt, granularity)  # and a bad granularity too
+    chosen = _targets(model, roles, skip)
+    if granularity == "static":
+        missing = [layer.name for layer in chosen if scales is None or layer.name not in scales]
+        if missing:
+            raise ValueError(f"granularity='static' needs a calibrated scale for every layer; none for {missing[0]} "
+                             "(scales=qtutor.model.activations.static_input_scales(model, calib, fmt))")
+        fake_quantize_activations(np.ones((1, 64), np.float32), fmt, granularity, scale=1.0)
+    else:
+        fake_quantize_activations(np.ones((1, 64), np.float32), fmt, granularity)  # a bad granularity fails here
+    stats = ClipStats()
 
     from qtutor.methods.rotation import rotated_fake_quantize
 
-    def fake_quantize(rows: np.ndarray) -> np.ndarray:
-        return fake_quantize_activations(rows, fmt, granularity)
+    def quantize_input_of(name: str):
+        scale = None if scales is None else scales.get(name)
 
-    def quantize_input(module, args):
-        x = args[0]
-        flat = x.detach().float().reshape(-1, x.shape[-1]).cpu().numpy()
-        if rotation_seed is None:
-            x_hat = fake_quantize(flat)
-        else:
-            x_hat = rotated_fake_quantize(flat, fake_quantize, rotation_seed)
-        x_hat = x_hat.reshape(tuple(x.shape))
-        return (_as_tensor_like(x_hat, x), *args[1:])
+        def fake_quantize(rows: np.ndarray) -> np.ndarray:
+            if granularity == "static":
+                limit = scale * (formats.get(fmt).qmax_sym if formats.get(fmt).family == "integer"
+                                 else formats.get(fmt).max_value)
+                stats.clipped[name] = stats.clipped.get(name, 0) + int((np.abs(rows) > limit).sum())
+                stats.seen[name] = stats.seen.get(name, 0) + rows.size
+            return fake_quantize_activations(rows, fmt, granularity, scale=scale)
 
-    handles = [layer.module.register_forward_pre_hook(quantize_input) for layer in _targets(model, roles, skip)]
+        def quantize_input(module, args):
+            x = args[0]
+            flat = x.detach().float().reshape(-1, x.shape[-1]).cpu().numpy()
+            if rotation_seed is None:
+                x_hat = fake_quantize(flat)
+            else:
+                x_hat = rotated_fake_quantize(flat, fake_quantize, rotation_seed)
+            x_hat = x_hat.reshape(tuple(x.shape))
+            return (_as_tensor_like(x_hat, x), *args[1:])
+        return quantize_input
+
+    handles = [layer.module.register_forward_pre_hook(quantize_input_of(layer.name)) for layer in chosen]
     with _hooks(handles):
-        yield model
+        yield stats if granularity == "static" else model
 
 
 # ---- LLM.int8(): vector-wise INT8 with the outlier features in 16 bits --------------------------------------------

@@ -99,12 +99,18 @@ HOOKS: dict[str, Callable[..., Any]] = {"llm_int8": llm_int8_product}
 
 # ---- activations: how each linear's input is rounded at run time ---------------------------------------------------
 def plain_inputs(model: Any, act_format: str, options: dict) -> Any:
-    return activations.quantized_inputs(model, act_format)
+    """Each input as it is, per token (dynamic), per tensor, or with calibrated static scales (``act_scales``)."""
+    return activations.quantized_inputs(model, act_format, options.get("act_granularity", "token"),
+                                        scales=options.get("act_scales"))
 
 
 def rotated_inputs(model: Any, act_format: str, options: dict) -> Any:
     """Q(x R) R^T with the R that rotated the weights (the same ``seed``): W4A4 in a rotated basis."""
-    return activations.quantized_inputs(model, act_format, rotation_seed=options.get("seed", 0))
+    granularity = options.get("act_granularity", "token")
+    if granularity == "static":
+        raise ValueError("static activation scales are not calibrated in a rotated basis; use act_granularity="
+                         "'token' with this method")
+    return activations.quantized_inputs(model, act_format, granularity, rotation_seed=options.get("seed", 0))
 
 
 ACTIVATIONS: dict[str, Callable[..., Any]] = {"plain": plain_inputs, "rotated": rotated_inputs}
