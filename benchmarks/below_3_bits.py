@@ -70,7 +70,11 @@ ROWS = [
 ]
 # left out of the default rows, and why (a row the script can still run with --only)
 OPTIONAL = {"AQLM 1x16": ("2", "aqlm", "aqlm_1x16", None, {})}
-NOT_RUN = {"AQLM 1x16": "one table of 2^16 x 8 float16 entries is 8.4 Mbit, more than any SmolLM2 layer's codes: a "
+NOT_RUN = {"GGUF IQ2_XXS / IQ3_XXS": "ggml's i-quants code blocks of 256 weights along a row, and 576 (the input width "
+                                    "of q, k, v, o, gate and up) is not a multiple of 256, so only down_proj could take "
+                                    "them; llama.cpp's mixes fall back to other types there (notebook 16 has the "
+                                    "whole-model mixes)",
+           "AQLM 1x16": "one table of 2^16 x 8 float16 entries is 8.4 Mbit, more than any SmolLM2 layer's codes: a "
                         "layer with fewer groups than 2^16 stores every group in float16 (18 bits per weight, "
                         "qtutor/methods/aqlm.py), so it is no ~2-bit row on a model this small"}
 
