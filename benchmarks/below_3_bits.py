@@ -63,7 +63,7 @@ ROWS = [
     ("VPTQ v4 3-bit", "3", "vptq", "vptq_v4_3bit", None, {}),
     ("any3 g64", "3", "any4", "any3", 64, {}),
     ("AffineQuant INT3 g64", "3", "affinequant", "int3", 64, {}),
-    ("AffineQuant INT3 g64, diagonal at the norms", "3", "affinequant", "int3", 64, {"ln_matrix": False}),
+    ("AffineQuant INT3 g64 (norms diagonal)", "3", "affinequant", "int3", 64, {"ln_matrix": False}),
     ("RTN INT4 g64", "4", "rtn", "int4", 64, {}),
     ("HQQ INT4 g64", "4", "hqq", "int4", 64, {}),
     ("any4 g64", "4", "any4", "any4", 64, {}),
