@@ -363,8 +363,8 @@ claim("no AQLM row at ~3 bits", not any(r["method"] == "aqlm" and r["band"] == "
 # RTN, so it is compared with RTN and GPTQ at those codes; but a full A after a norm cannot be folded into the
 # norm's weight vector, so the deployed model keeps A⁻¹ (576 × 576 float16 numbers per norm) and multiplies by
 # it: counted honestly, that is 3 more bits per weight here, as much as the 3-bit codes themselves. On a model
-# 576 wide the matrix is not free; on a 4096-wide one it is a smaller share, never zero. (`ln_matrix=False`
-# keeps A diagonal at the norms, folded in for free, and full only on v → o.)
+# 576 wide the matrix is not free; on a 4096-wide one it is a smaller share, never zero. `ln_matrix=False` keeps
+# A diagonal at the norms, folded into their weights for free, and full only on v → o: the row "norms diagonal".
 
 # %% tags=["nbval-check-output"]
 claim("AffineQuant beats RTN on the same INT2 and INT3 g64 codes",
@@ -374,6 +374,11 @@ claim("but not GPTQ, and at 2 bits it is not usable",
       and not usable("AffineQuant INT2 g64"))
 claim("its run-time matrices cost more than 2.5 extra bits per weight on these layers",
       rows["AffineQuant INT3 g64"]["bits_per_weight"] - rows["RTN INT3 g64"]["bits_per_weight"] > 2.5)
+diagonal = "AffineQuant INT3 g64 (norms diagonal)"
+claim("and buy nothing here: diagonal at the norms, nothing stored, it lands within the noise of the full matrices",
+      not beats("AffineQuant INT3 g64", diagonal) and not beats(diagonal, "AffineQuant INT3 g64"))
+claim("that free version beats RTN INT3 g64 at the same bits per weight",
+      beats(diagonal, "RTN INT3 g64") and fewer_bits(diagonal, "RTN INT3 g64"))
 
 # %% [markdown]
 # Read across the bands: QuIP# at 2.00 bits per weight lands near RTN at 3.30, and QuIP#'s 3-bit version (+9 %)
