@@ -38,7 +38,7 @@ smol, smol_tok = qt.load_model("smollm2")
 # | NVIDIA generation | examples | tensor-core inputs, besides FP16/BF16 |
 # |---|---|---|
 # | Ampere (2020) | A100, RTX 30 | TF32, INT8, INT4. **No FP8**: FP8 weights are decoded to FP16 first |
-# | Ada Lovelace (2022) | L4, L40S, RTX 40 | + **FP8** E4M3 and E5M2, one scale per tensor (or per row/column, applied after the product) |
+# | Ada Lovelace (2022) | L4, L40S, RTX 40 | + **FP8** E4M3 and E5M2 (the scales multiply the accumulated product afterwards) |
 # | Hopper (2022) | H100, H200 | **FP8** E4M3 and E5M2 (the Transformer Engine), INT8 |
 # | Blackwell (2024–25) | B200, GB200, RTX 50 | + **MXFP8, MXFP6, MXFP4 and NVFP4**: the tensor core reads the block scales (E8M0 per 32, E4M3 per 16) itself |
 #
