@@ -43,13 +43,15 @@ smol, smol_tok = qt.load_model("smollm2")
 # | Blackwell (2024–25) | B200, GB200, RTX 50 | + **MXFP8, MXFP6, MXFP4 and NVFP4**: the tensor core reads the block scales (E8M0 per 32, E4M3 per 16) itself |
 #
 # AMD follows the same path: FP8 from the MI300 (in a variant encoding, E4M3FNUZ), MXFP4 and MXFP6 from the
-# MI350. Before Blackwell, a 4-bit float has no tensor core of its own; it is a storage format like INT4.
+# MI350. Before Blackwell a 4-bit float has no tensor core: it is a storage format, decoded to 16 bits before the
+# product, as the weight-only INT4 of notebooks 04–07 is in most kernels.
 #
 # **Emulated here.** This notebook has no such GPU, so every format is *fake-quantized*: rounded to its grid,
-# then held in float32, and multiplied in float32. For these formats that gives the tensor core's products
-# exactly, not approximately: an E4M3 value has 4 significant bits (1 implicit + 3 stored), so the product of
-# two has at most 8, and float32 holds 24. What may differ is the order of the additions in the sum (as between
-# any two kernels) and the accumulator's width. Checked on every pair of E4M3 values:
+# held in float32, and multiplied in float32. That gives the tensor core's arithmetic, not an approximation of
+# it: an E4M3 value has 4 significant bits (1 implicit + 3 stored), so the product of two has at most 8, and
+# float32 holds 24. What may differ is the order of the additions (as between any two kernels), the
+# accumulator's width, and the float32 rounding of a value times its scale (about $10^{-7}$ relative, thousands
+# of times below the format's own error). The first point, checked on every pair of E4M3 values:
 
 # %% tags=["nbval-check-output"]
 e4m3 = formats.get("fp8_e4m3")
@@ -73,7 +75,7 @@ claim("every E4M3 x E4M3 product is exact in float32", np.array_equal(products32
 # so the scales leave the sum and the tensor core computes only the 8-bit products. $Q$ rounds to INT8
 # ($a_t = \max_j |X_{tj}| / 127$, a uniform grid) or to FP8 E4M3 ($a_t = \max_j |X_{tj}| / 448$, a grid with
 # 3 mantissa bits at every power of two). The difference: INT8 has a constant *absolute* step, so a token whose
-# largest channel is 1,000 times its ordinary ones leaves those ordinary channels one or two codes; E4M3 keeps a
+# largest channel is 1,000 times its ordinary ones rounds those to a step of 8 times their size, mostly to 0; E4M3 keeps a
 # *relative* precision of $2^{-4}$ down to $2^{-6}/448$ of the maximum (and coarser below that), so ordinary
 # channels survive an outlier channel in the same token.
 #
