@@ -75,9 +75,9 @@ claim("every E4M3 x E4M3 product is exact in float32", np.array_equal(products32
 # so the scales leave the sum and the tensor core computes only the 8-bit products. $Q$ rounds to INT8
 # ($a_t = \max_j |X_{tj}| / 127$, a uniform grid) or to FP8 E4M3 ($a_t = \max_j |X_{tj}| / 448$, a grid with
 # 3 mantissa bits at every power of two). The difference: INT8 has a constant *absolute* step, so a token whose
-# largest channel is 1,000 times its ordinary ones rounds those to a step of 8 times their size, mostly to 0; E4M3 keeps a
-# *relative* precision of $2^{-4}$ down to $2^{-6}/448$ of the maximum (and coarser below that), so ordinary
-# channels survive an outlier channel in the same token.
+# largest channel is 1,000 times its ordinary ones rounds those to a step of 8 times their size, mostly to 0;
+# E4M3 keeps a *relative* precision of $2^{-4}$ down to $2^{-6}/448$ of the maximum (and coarser below that), so
+# ordinary channels survive an outlier channel in the same token.
 #
 # ### One layer, live
 #
@@ -181,7 +181,8 @@ int8, smooth = w8["W8A8-INT8"], w8["W8A8-INT8 + SmoothQuant"]
 fp8, fp8_tensor, w8a16 = w8["W8A8-FP8 (per-channel weights)"], w8["W8A8-FP8 (per-tensor weights)"], w8["W8A16-FP8"]
 claim("W8A8-INT8 without smoothing changes perplexity by more than 2 paired standard errors", not inside_noise(int8))
 claim("W8A8-FP8 (per-channel weights) does not beat it: its change is not clearly below INT8's, and the two KL "
-      "divergences are within 5 % of each other", not clearly_below(fp8, int8) and abs(fp8["kl"] / int8["kl"] - 1) < 0.05)
+      "divergences are within 5 % of each other",
+      not clearly_below(fp8, int8) and abs(fp8["kl"] / int8["kl"] - 1) < 0.05)
 claim("SmoothQuant takes more than a third off W8A8-INT8's KL divergence", smooth["kl"] < 2 / 3 * int8["kl"])
 claim("FP8 weights alone (W8A16) already change perplexity by more than 2 paired standard errors, with over half "
       "of W8A8-FP8's KL", not inside_noise(w8a16) and w8a16["kl"] > 0.5 * fp8["kl"])
@@ -192,16 +193,17 @@ claim("one FP8 weight scale per tensor or per channel: perplexity cannot tell th
       not clearly_below(fp8, fp8_tensor) and not clearly_below(fp8_tensor, fp8))
 
 # %% [markdown]
-# Stated plainly, the stored figures do **not** show FP8 ahead of INT8 on SmolLM2: W8A8 in E4M3 costs about as
-# much as W8A8 in INT8 (a few per cent of perplexity, outside the noise for both, with the same KL), and
-# SmoothQuant's INT8 has the lowest KL of the W8A8 rows. Two things from above explain it. The activation error
-# that matters sits in the massive channels of `down_proj`, where INT8 is the finer grid (the layer measured
-# live); and FP8 costs something on the *weights*: W8A16-FP8 alone changes perplexity by about as much as
-# SmoothQuant's whole W8A8, several times what INT8 weights alone cost (the model card: +0.6 %), since most
-# weights of a row lie far below its largest, where INT8's step (max/127) is finer than E4M3's 3 mantissa bits. (One weight scale per tensor did not do worse than one per channel here; the two are inside
-# each other's noise, and the KL is even a little lower per tensor, which we have not explained.) FP8's real
-# advantages are elsewhere: no calibration and no smoothing to fold in, a dynamic range that survives a bad
-# token, and the same format for training and inference on Hopper.
+# Stated plainly, the stored figures do **not** show FP8 ahead of INT8 on SmolLM2: W8A8 in E4M3 costs about as much
+# as W8A8 in INT8 (a few per cent of perplexity, outside the noise for both, with the same KL), and SmoothQuant's
+# INT8 has the lowest KL of the W8A8 rows. Two things seen above are consistent with it. The activation error that
+# matters sits in the massive channels of `down_proj`, where INT8 is the finer grid (the layer measured live). And
+# FP8 costs something on the *weights*: W8A16-FP8 alone changes perplexity by about as much as SmoothQuant's whole
+# W8A8, several times what INT8 weights alone cost (the model card: +0.6 %), since for weights a few times below
+# their row's largest, INT8's step (max/127) is finer than E4M3's (an eighth of a power of two). One weight scale
+# per tensor did not do worse than one per channel here: the two are inside each other's noise, and the KL is even
+# a little lower per tensor, which we have not explained. FP8's advantages lie elsewhere: no calibration and no
+# smoothing to fold in, a range that survives an unusual token, and one format for training and inference on
+# Hopper.
 
 # %% [markdown]
 # ## One block up close: MXFP4's E8M0 byte
@@ -265,7 +267,8 @@ k = 2 * b  # the NVFP4 block that starts where the MX block does
 scale_byte = int(q_nv.extra["scale_codes"][0, k])
 s_b = float(e4m3.values(np.array([scale_byte], np.uint8))[0])
 print(f"tensor: max|W| = {np.abs(W).max():.4g}, s_enc = 448 x 6 / max|W| = {float(s_enc):.6g} (float32)")
-print(f"block {k}: max|x| = {np.abs(V[:16]).max():.4g}, s_enc max|x| / 6 = {float(s_enc) * np.abs(V[:16]).max() / 6:.4g}"
+block_max = np.abs(V[:16]).max()
+print(f"block {k}: max|x| = {block_max:.4g}, s_enc max|x| / 6 = {float(s_enc) * block_max / 6:.4g}"
       f" -> E4M3 byte 0x{scale_byte:02X} = {s_b:g}")
 print("code     ", " ".join(f"{c:5X}" for c in q_nv.codes[0, 16 * k: 16 * k + 16]))
 nv_codes = q_nv.codes[0, 16 * k: 16 * k + 16]
@@ -332,7 +335,8 @@ for fmt, block in ((mxfp4, 32), (nvfp4, 16)):
           f"{rtn_mse[fmt.name][1]:.4g} rotated ({rtn_mse[fmt.name][1] / rtn_mse[fmt.name][0]:.3f}x)")
 
 # %% tags=["nbval-check-output"]
-claim("after the rotation the most peaked block's max/RMS is a fifth lower than before", after.max() < 0.8 * before.max())
+claim("after the rotation the most peaked block's max/RMS is a fifth lower than before",
+      after.max() < 0.8 * before.max())
 claim("yet on SmolLM2's weights it changes RTN's weight error by less than 5 % in either format",
       all(abs(rotated_err / plain - 1) < 0.05 for plain, rotated_err in rtn_mse.values()))
 
@@ -474,18 +478,19 @@ T = np.random.default_rng(0).standard_t(3, size=(576, 1536)).astype(np.float32)
 T_rotated = mr_gptq.block_rotate(T, 32).astype(np.float32)
 error_T = [np.mean((mxfp4.encode(M).dequantize() - M) ** 2) for M in (T, T_rotated)]
 print(f"Student-t: median max/RMS {np.median(crest(T.reshape(-1, 32))):.2f} -> "
-      f"{np.median(crest(T_rotated.reshape(-1, 32))):.2f}; MXFP4 RTN error {error_T[1] / error_T[0]:.2f}x after the rotation")
+      f"{np.median(crest(T_rotated.reshape(-1, 32))):.2f}; MXFP4 RTN error {error_T[1] / error_T[0]:.2f}x after "
+      "the rotation")
 print(f"SmolLM2 down_proj: {rtn_mse['mxfp4'][1] / rtn_mse['mxfp4'][0]:.2f}x")
 
 # %% [markdown]
 # ## What you learned
 #
-# * FP8 runs natively from Ada and Hopper, MXFP4/MXFP6/MXFP8 and NVFP4 from Blackwell; elsewhere they are storage
-#   formats, and on a CPU fake quantization gives the tensor core's products exactly.
-# * With a scale per token, E4M3 keeps small activation channels that INT8 loses to an outlier channel, and INT8
-#   keeps the largest values more finely: which wins depends on where a layer's output comes from.
-# * MXFP4 scales a block of 32 by a power of two (E8M0) and clips the top of about half its blocks; NVFP4 scales 16 by an
-#   E4M3 byte under an FP32 tensor scale. On 4-bit blocks GPTQ beats RTN, and the block Hadamard of MR-GPTQ helps
-#   most where the layer's inputs have massive channels.
+# * FP8 runs natively from Ada and Hopper, MXFP4/MXFP6/MXFP8 and NVFP4 from Blackwell; elsewhere they are
+#   storage formats, and on a CPU fake quantization reproduces the tensor core's products exactly.
+# * With a scale per token, E4M3 keeps the small activation channels that INT8 loses to an outlier channel, and
+#   INT8 keeps the largest values more finely; on SmolLM2, W8A8 in FP8 is no better than in INT8.
+# * MXFP4 scales 32 weights by a power of two (E8M0) and clips the top of about half its blocks; NVFP4 scales 16
+#   by an E4M3 byte under an FP32 tensor scale and loses less. GPTQ beats RTN on both, and MR-GPTQ's block
+#   Hadamard helps most where a layer's inputs have massive channels.
 #
 # Next: [13 · KV-cache quantization](13_kv_cache.ipynb).
