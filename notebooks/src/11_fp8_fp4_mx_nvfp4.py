@@ -138,7 +138,8 @@ claim("on the norm output (q_proj's input) E4M3's output error is half INT8's or
 #
 # Every linear layer but the output head, on the model card's 4096 test tokens (windows of 512): INT8 without
 # and with SmoothQuant ($\alpha$ = 0.5, notebook 08), FP8 E4M3 with one weight scale per output channel or one
-# per tensor (what the first FP8 recipes used), and FP8 weights with 16-bit activations (W8A16). The change is
+# per tensor (what the first FP8 recipes used), FP8 with one *static* activation scale per layer calibrated on
+# the calibration text instead of one per token, and FP8 weights with 16-bit activations (W8A16). The change is
 # paired token by token with the float model, so its standard error is far smaller than the perplexity's own.
 
 # %% tags=["nbval-check-output"]
@@ -415,8 +416,8 @@ claim("on NVFP4, MR-GPTQ's KL is under 2/3 of GPTQ's, but its perplexity is not 
       nv("MR-GPTQ")["kl"] < 2 / 3 * nv("GPTQ")["kl"] and not clearly_below(nv("MR-GPTQ"), nv("GPTQ")))
 claim("every 4-bit row still costs more than 10 % of perplexity, outside the noise",
       all(row["delta_pct"] > 10 and not inside_noise(row) for row in study["blocks"]))
-claim("W4A4 with RTN is far worse than the same weights alone: more than 4x their perplexity change",
-      all(row("W4A4 RTN")["delta_pct"] > 4 * row("RTN")["delta_pct"] for row in (mx, nv)))
+claim("W4A4 with RTN is far worse than the same weights alone: more than twice their perplexity change",
+      all(row("W4A4 RTN")["delta_pct"] > 2 * row("RTN")["delta_pct"] for row in (mx, nv)))
 
 # %% [markdown]
 # What the whole model says:
