@@ -22,6 +22,7 @@
 # | [08 · SmoothQuant, W8A8 and W4A4](08_smoothquant.ipynb) | migrate outliers from activations to weights; run W8A8 and W4A4; rotate for W4A4 |
 # | [09 · NF4, bitsandbytes and QLoRA](09_nf4_bitsandbytes_qlora.ipynb) | why NF4's levels are normal quantiles; double quantization's bytes; bitsandbytes beside qtutor; fine-tune SmolLM2 on a 4-bit base |
 # | [10 · GGUF k-quants and export](10_gguf_kquants.ipynb) | open a Q4_K block byte by byte; write a `.gguf` |
+# | [11 · FP8, FP4, MX and NVFP4 on a model](11_fp8_fp4_mx_nvfp4.ipynb) | which GPU runs which format; W8A8 in FP8 against INT8; a real MXFP4 and NVFP4 block byte by byte; RTN, GPTQ and MR-GPTQ on 4-bit blocks |
 # | [12 · Below 3 bits](12_below_3_bits.ipynb) | see why 4 levels fail; vectors, the E8 lattice and incoherence; step AQLM's beam search; QuIP#, AQLM, VPTQ against RTN and GPTQ |
 # | [13 · KV-cache quantization](13_kv_cache.ipynb) | size the KV cache; quantize SmolLM2's keys and values per token and per channel |
 # | [14 · Speed and speculative decoding](14_speed_and_speculative.ipynb) | why 4 bits is fast only with a kernel; the roofline; a quantized model drafting for itself |

@@ -802,3 +802,54 @@ def training_replay(losses: Sequence[float], checkpoints: Sequence[dict], index:
     axes[2].set_ylabel("weights")
     axes[2].set_title(f"step {point['step']}", fontsize=9)
     return fig
+
+
+# ---- low-precision float formats on a model (notebook 11) ----------------------------------------------------
+def changes_with_noise(rows: Sequence[dict], ax=None, title: str = "", groups: Sequence[str] | None = None):
+    """Each row's perplexity change from float in % (``delta_pct``) as a dot, with its paired standard error
+    (``delta_pct_stderr``) as a thick bar of ± 1 and a thin bar of ± 2, one line per row (``label``) from the top
+    down; zero (the float model) as a dashed line. A row whose ± 2 bar crosses zero is inside the noise.
+    ``groups``: a caption per row ("weights only", "W4A4") shown as the dot's colour."""
+    fig, ax = new_axes(ax, figsize=(8, 0.45 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    captions = list(groups) if groups is not None else [""] * len(rows)
+    colours = {caption: f"C{i}" for i, caption in enumerate(dict.fromkeys(captions))}
+    for yi, row, caption in zip(y, rows, captions):
+        change, se = float(row["delta_pct"]), float(row["delta_pct_stderr"])
+        colour = colours[caption]
+        ax.plot([change - 2 * se, change + 2 * se], [yi, yi], color=colour, linewidth=1, alpha=0.6)
+        ax.plot([change - se, change + se], [yi, yi], color=colour, linewidth=4, alpha=0.6)
+        ax.plot([change], [yi], "o", color=colour, markersize=6, label=caption or None)
+    ax.axvline(0.0, color=GRID, linestyle="--", linewidth=1)
+    ax.set_yticks(y, [str(row["label"]) for row in rows])
+    ax.set_xlabel("perplexity change from float, % (bars: ± 1 and ± 2 paired standard errors)")
+    handles, labels = ax.get_legend_handles_labels()
+    if any(labels):
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=8, frameon=False, loc="lower right")
+    ax.grid(True, axis="x", color=GRID, alpha=0.25)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def block_values_before_after(before: np.ndarray, after: np.ndarray, grid: np.ndarray | None = None, ax=None,
+                              title: str = "", bins: int = 48, labels: Sequence[str] = ("before", "after")):
+    """Two histograms of the same blocks' values on one axis (``before`` in blue, ``after`` in orange), each block
+    divided by its own max|value| / max(grid), so that the values sit on the element grid (grey lines) as they
+    would under a max-scaled block format: E2M1's 0, ±0.5, ..., ±6 for FP4. ``before``, ``after``: blocks as rows."""
+    fig, ax = new_axes(ax, figsize=(8, 3.6))
+    top = 6.0 if grid is None else float(np.max(np.abs(grid)))
+    edges = np.linspace(-top, top, bins + 1)
+    for values, colour, label in ((before, ORIGINAL, labels[0]), (after, QUANTIZED, labels[1])):
+        values = np.asarray(values, dtype=np.float64)
+        scaled = values / (np.abs(values).max(axis=1, keepdims=True) / top)
+        crest = np.median(np.abs(values).max(axis=1) / np.sqrt(np.mean(values**2, axis=1)))
+        ax.hist(scaled.ravel(), bins=edges, color=colour, alpha=0.55, label=f"{label}: median max/RMS {crest:.2f}")
+    if grid is not None:
+        for g in np.unique(np.asarray(grid, dtype=np.float64)):
+            ax.axvline(g, color=GRID, linewidth=0.6)
+    ax.set_xlabel(f"value / (block max / {top:g})  (grey: the element grid)")
+    ax.set_ylabel("values")
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10)
+    return fig

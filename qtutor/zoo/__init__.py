@@ -15,6 +15,7 @@ LAYER_ERRORS = {"smollm2": HERE / "smollm2_layer_errors.json"}
 IQUANTS = {"smollm2": HERE / "smollm2_iquants.json"}
 TRAINING = {"smollm2": HERE / "smollm2_training.json"}
 BELOW_3_BITS = {"smollm2": HERE / "smollm2_below_3_bits.json"}
+FP_FORMATS = {"smollm2": HERE / "smollm2_fp_formats.json"}
 
 
 def _stored(files: dict[str, Path], model: str, what: str, tool: str) -> dict:
@@ -51,6 +52,15 @@ def iquants(model: str = "smollm2") -> dict:
     return _stored(IQUANTS, model, "i-quant measurements", "tools/iquants_smollm2.py")
 
 
+def fp_formats(model: str = "smollm2") -> dict:
+    """The low-precision float formats on a model (written by ``python tools/fp_formats_smollm2.py``): ``w8a8``,
+    weights per output channel and activations per token in INT8 (without and with SmoothQuant) or FP8 E4M3
+    (per-channel or per-tensor weights), and W8A16-FP8; ``blocks``, MXFP4 and NVFP4 weights with RTN, GPTQ and
+    MR-GPTQ, and W4A4 with RTN. Each row: bits per weight, perplexity ± standard error, change from float
+    ± paired standard error, KL and same-top-token rate, on the model card's test tokens."""
+    return _stored(FP_FORMATS, model, "float-format measurements", "tools/fp_formats_smollm2.py")
+
+
 def training(model: str = "smollm2") -> dict:
     """Short training runs through the rounding (written by ``python tools/training_smollm2.py --part P``, one
     key per part): ``qat`` (LSQ at INT3 and INT2 g64 from RTN, with RTN's row, checkpoints of perplexity and a
@@ -70,4 +80,4 @@ def below_3_bits(model: str = "smollm2") -> dict:
     return _stored(BELOW_3_BITS, model, "below-3-bits measurements", "benchmarks/below_3_bits.py")
 
 
-__all__ = ["below_3_bits", "iquants", "layer_errors", "measurements", "training"]
+__all__ = ["below_3_bits", "fp_formats", "iquants", "layer_errors", "measurements", "training"]
