@@ -41,8 +41,10 @@ when groups are smaller than the block (REFERENCE.md §2.5); ours is the algorit
 makes the blocked result equal to the unblocked column-by-column one, whatever the group size.
 
 Any element format can be the grid: INT2..8, NF4, FP4, FP8: GPTQ only needs the format's ``find_params`` (the
-scale of a group) and ``quantize``/``dequantize`` (round a column to the grid). Not yet MX and NVFP4, whose
-scales are stored as codes of their own (E8M0, E4M3), nor ggml's block types, which have no element grid.
+scale of a group) and ``quantize``/``dequantize`` (round a column to the grid). MX and NVFP4 too: their scales are
+stored as codes of their own (E8M0, E4M3), which ``fmt.tensor_from_params`` derives from the scales GPTQ found,
+and NVFP4's per-tensor scale is fixed from the whole W first (``fmt.for_tensor``). Not ggml's block types, which
+have no element grid.
 """
 from __future__ import annotations
 
