@@ -76,6 +76,9 @@ def test_the_stored_rows_record_their_command_machine_and_honest_bits():
         assert row["machine"]["cpu"] and row["machine"]["cores"] >= 1 and row["date"]
         assert row["tokens"] == study["tokens"] and row["ppl_stderr"] > 0 and row["kl"] > 0
         low, high = bands[row["band"]]
+        if row["method"] == "affinequant" and row["options"].get("ln_matrix", True):
+            # the band is its codes'; its run-time A^-1 after each norm (576 x 576 float16) is counted on top
+            high += 3.0
         assert low <= row["bits_per_weight"] < high, row["label"]  # tables, scales and signs counted
         assert row["layers"] == len(study["layers"])
     with pytest.raises(ValueError, match="known: smollm2"):

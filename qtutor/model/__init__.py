@@ -161,27 +161,16 @@ def swapped_weights(model: Any, weights: dict[str, Any]):
         backup.restore()
 
 
-def capture_inputs(model: Any, tokens: Any, layers: Iterable[str] | None = None, batch_size: int = 8,
-                   max_tokens: int | None = None) -> dict[str, np.ndarray]:
-    """Run ``tokens`` (n_sequences x seq_len ids) through the model and return each chosen layer's inputs as a
-    float32 array (tokens x in_features), collected by forward pre-hooks that are always removed afterwards."""
+def run_with_input_hooks(model: Any, tokens: Any, hooks: dict[str, Any], batch_size: int = 8) -> None:
+    """Run ``tokens`` (n_sequences x seq_len ids, or one sequence) through the model, batch by batch, with
+    ``hooks[name](module, args)`` as a forward pre-hook on each named module; the hooks are always removed."""
     import torch
 
-    wanted = None if layers is None else set(layers)
-    chosen = [layer for layer in linear_layers(model) if wanted is None or layer.name in wanted]
-    if not chosen:
-        raise ValueError("no layers to capture (check the names against qt.model.linear_layers(model))")
     tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
     if tokens.ndim == 1:
         tokens = tokens[None, :]
-    captured: dict[str, list[np.ndarray]] = {layer.name: [] for layer in chosen}
-
-    def recorder(name: str):
-        def record(module, args):
-            captured[name].append(_as_rows(args[0]))
-        return record
-
-    handles = [layer.module.register_forward_pre_hook(recorder(layer.name)) for layer in chosen]
+    modules = dict(model.named_modules())
+    handles = [modules[name].register_forward_pre_hook(hook) for name, hook in hooks.items()]
     try:
         with torch.no_grad():
             for start in range(0, tokens.shape[0], batch_size):
@@ -189,6 +178,24 @@ def capture_inputs(model: Any, tokens: Any, layers: Iterable[str] | None = None,
     finally:
         for handle in handles:
             handle.remove()
+
+
+def capture_inputs(model: Any, tokens: Any, layers: Iterable[str] | None = None, batch_size: int = 8,
+                   max_tokens: int | None = None) -> dict[str, np.ndarray]:
+    """Run ``tokens`` (n_sequences x seq_len ids) through the model and return each chosen layer's inputs as a
+    float32 array (tokens x in_features), collected by forward pre-hooks that are always removed afterwards."""
+    wanted = None if layers is None else set(layers)
+    chosen = [layer for layer in linear_layers(model) if wanted is None or layer.name in wanted]
+    if not chosen:
+        raise ValueError("no layers to capture (check the names against qt.model.linear_layers(model))")
+    captured: dict[str, list[np.ndarray]] = {layer.name: [] for layer in chosen}
+
+    def recorder(name: str):
+        def record(module, args):
+            captured[name].append(_as_rows(args[0]))
+        return record
+
+    run_with_input_hooks(model, tokens, {layer.name: recorder(layer.name) for layer in chosen}, batch_size)
     return {name: np.concatenate(parts, axis=0)[:max_tokens] for name, parts in captured.items()}
 
 

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from qtutor import formats
-from qtutor.model import LinearLayer, get_weight, linear_layers
+from qtutor.model import LinearLayer, get_weight, linear_layers, run_with_input_hooks
 
 GRANULARITIES = ("token", "tensor", "static")  # dynamic per token, dynamic per tensor, calibrated per tensor
 BLOCK_FAMILIES = ("microscaling", "normalfloat")  # formats whose scale belongs to a fixed block of elements
@@ -128,12 +128,7 @@ def static_input_scales(model: Any, calib: Any, fmt: str = "fp8_e4m3", *, roles:
             absmax[name] = max(absmax[name], float(x.abs().max()))
         return record
 
-    tokens = torch.as_tensor(np.asarray(calib, dtype=np.int64))
-    tokens = tokens[None, :] if tokens.ndim == 1 else tokens
-    handles = [layer.module.register_forward_pre_hook(recorder(layer.name)) for layer in chosen]
-    with _hooks(handles), torch.no_grad():
-        for start in range(0, tokens.shape[0], batch_size):
-            model(input_ids=tokens[start:start + batch_size].to(model.device))
+    run_with_input_hooks(model, calib, {layer.name: recorder(layer.name) for layer in chosen}, batch_size)
     return {name: max(value, CLAMP) / largest for name, value in absmax.items()}
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from qtutor.methods import affinequant as aq
-from qtutor.model import find_layer, get_weight, linear_layers, set_weight
+from qtutor.model import find_layer, get_weight, linear_layers, run_with_input_hooks, set_weight
 from qtutor.model.scaling import ScaledModel, ScalingGroup, scaling_groups
 
 
@@ -61,10 +61,6 @@ class AffineModel(ScaledModel):
 
 def collect_statistics(model: Any, calib: Any, names: list[str], batch_size: int = 8) -> dict[str, dict]:
     """For each named linear: H = X^T X of its inputs (float64) and max|x_j|, from one pass of ``calib``."""
-    import torch
-
-    tokens = torch.as_tensor(np.asarray(calib, dtype=np.int64))
-    tokens = tokens[None, :] if tokens.ndim == 1 else tokens
     stats: dict[str, dict] = {}
 
     def recorder(name: str):
@@ -80,15 +76,7 @@ def collect_statistics(model: Any, calib: Any, names: list[str], batch_size: int
             entry["tokens"] += x.shape[0]
         return record
 
-    modules = dict(model.named_modules())
-    handles = [modules[name].register_forward_pre_hook(recorder(name)) for name in names]
-    try:
-        with torch.no_grad():
-            for start in range(0, tokens.shape[0], batch_size):
-                model(input_ids=tokens[start:start + batch_size].to(model.device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_with_input_hooks(model, calib, {name: recorder(name) for name in names}, batch_size)
     missing = [name for name in names if stats.get(name, {}).get("tokens", 0) == 0]
     if missing:
         raise ValueError(f"AffineQuant: no calibration tokens reached {missing[0]}; give longer calibration text")
