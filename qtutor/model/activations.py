@@ -167,13 +167,15 @@ def quantized_inputs(model: Any, fmt: str = "int8", granularity: str = "token", 
 
     from qtutor.methods.rotation import rotated_fake_quantize
 
+    chosen_format = formats.get(fmt)
+    largest = chosen_format.qmax_sym if chosen_format.family == "integer" else chosen_format.max_value
+
     def quantize_input_of(name: str):
         scale = None if scales is None else scales.get(name)
 
         def fake_quantize(rows: np.ndarray) -> np.ndarray:
             if granularity == "static":
-                limit = scale * (formats.get(fmt).qmax_sym if formats.get(fmt).family == "integer"
-                                 else formats.get(fmt).max_value)
+                limit = scale * largest
                 stats.clipped[name] = stats.clipped.get(name, 0) + int((np.abs(rows) > limit).sum())
                 stats.seen[name] = stats.seen.get(name, 0) + rows.size
             return fake_quantize_activations(rows, fmt, granularity, scale=scale)
