@@ -6,6 +6,7 @@
     qtutor ppl --method rtn --format int4 --group-size 128      one variant, and the float model on the same tokens
     qtutor sweep --methods rtn,gptq --formats int2,int3,int4,int8 --group-sizes -1,128
     qtutor export-gguf --type Q4_K_M out.gguf
+    qtutor export-compressed-tensors --scheme W4A16 out_dir
     qtutor lab                         JupyterLab at the course
 
 Every command takes ``--json`` and then prints exactly one JSON object on stdout (progress goes to stderr).
@@ -377,6 +378,34 @@ def export_gguf_command(args: argparse.Namespace) -> dict:
     return summary
 
 
+@command("export-compressed-tensors")
+def export_compressed_tensors_command(args: argparse.Namespace) -> dict:
+    """Write the model as a compressed-tensors checkpoint (llm-compressor's layout, which vLLM reads)."""
+    from qtutor import data
+    from qtutor.model import export_compressed
+
+    scheme = export_compressed.scheme_of(args.scheme)
+    declared = declaration(args.method)  # an unknown method fails before the model loads
+    out = export_compressed.check_out_dir(args.out)
+    model, tokenizer = _load(args)
+    calib = None
+    if scheme.activations == "static" or declared.calibration or declared.layer_inputs:
+        calib = data.calibration(n_samples=args.calib_samples, seq_len=256, source=args.calib_source,
+                                 tokenizer=tokenizer)
+    group_size = "scheme" if args.group_size is None else args.group_size
+    summary = export_compressed.export_compressed_tensors(model, tokenizer, out, scheme.name, method=args.method,
+                                                          group_size=group_size, calib=calib,
+                                                          progress=not args.json)
+    summary.pop("report")
+    if not args.json:
+        loader = ("AutoModelForCausalLM.from_pretrained(out, quantization_config=CompressedTensorsConfig("
+                  "dequantize=True))" if scheme.fmt == "nvfp4" else "AutoModelForCausalLM.from_pretrained(out)")
+        print(f"wrote {out}: {summary['layers']} linears as {scheme.name} ({summary['format']}, {args.method}), "
+              f"{summary['bits_per_weight']:.3f} bits per weight, {summary['bytes']:,} bytes of safetensors; "
+              f"load it with compressed-tensors installed: {loader}")
+    return summary
+
+
 @command("imatrix")
 def imatrix_command(args: argparse.Namespace) -> dict:
     """Compute the model's importance matrix on calibration text and write it as llama.cpp's imatrix GGUF."""
@@ -470,6 +499,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--imatrix", default=None, help="an importance matrix file (llama.cpp's imatrix GGUF, as "
                         "`qtutor imatrix` writes it) that weights the K-quant and i-quant blocks (the IQ1/IQ2 mixes and IQ3_XXS need one)")
     export.add_argument("out", help="the .gguf file to write")
+    compressed = add("export-compressed-tensors", "write the model as a compressed-tensors checkpoint (vLLM's format)")
+    compressed.add_argument("--model", default="tiny")
+    compressed.add_argument("--scheme", default="W4A16", help="W4A16 (INT4 g128), W8A16 (INT8 per row), FP8 (E4M3 "
+                            "weights and static input scales), FP8_DYNAMIC (per-row weights, per-token inputs), "
+                            "NVFP4A16")
+    compressed.add_argument("--method", default="rtn", help="how the codes are chosen: rtn, gptq, awq ...")
+    compressed.add_argument("--group-size", type=int, default=None,
+                            help="W4A16's group (default 128; SmolLM2's 576-wide rows need 64 or 32)")
+    compressed.add_argument("--calib-samples", type=int, default=32, help="calibration sequences of 256 tokens")
+    compressed.add_argument("--calib-source", default="wiki", choices=["wiki", "news"])
+    compressed.add_argument("out", help="the directory to write (new, or empty)")
     imatrix = add("imatrix", "compute the model's importance matrix (llama.cpp's imatrix GGUF)")
     imatrix.add_argument("--model", default="tiny")
     imatrix.add_argument("--calib-samples", type=int, default=32, help="calibration sequences of 256 tokens")
