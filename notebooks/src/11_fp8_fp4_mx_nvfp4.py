@@ -9,7 +9,8 @@
 # 2. **W8A8**: with 8-bit weights *and* 8-bit activations, is FP8 E4M3 better than INT8, and why;
 # 3. what a real MXFP4 block and a real NVFP4 block store, byte by byte (the E8M0 scale, the two-level scale);
 # 4. **4-bit blocks**: how much RTN, GPTQ and MR-GPTQ (GPTQ after a Hadamard rotation inside each block) lose,
-#    and what the rotation does to a block.
+#    and what the rotation does to a block;
+# 5. how a quantized model is shipped to a server: the compressed-tensors checkpoint vLLM reads.
 #
 # One layer is measured live; the whole model was measured once, by `python tools/fp_formats_smollm2.py`, and
 # ships as data (`qt.zoo.fp_formats()`).
@@ -437,6 +438,94 @@ claim("W4A4 with RTN is far worse than the same weights alone: more than twice t
 #   10 % of perplexity. Small models lose more to 4-bit rounding than large ones, and the papers measure models
 #   of billions of parameters; here the gaps between methods are the lesson, not the absolute figures.
 #
+# ## Shipping it: a compressed-tensors checkpoint
+#
+# A quantized model is only useful once a server can load it. vLLM, and transformers with the
+# `compressed-tensors` package, read the layout that llm-compressor writes: an ordinary Hugging Face directory
+# whose `config.json` says which linears are quantized and how (`quantization_config`), and whose
+# `model.safetensors` stores, for each quantized linear, the codes and scales instead of the float weight.
+# `qtutor export-compressed-tensors` (or `export_compressed_tensors` below) writes it from qtutor's own codes:
+# INT4 and INT8 weights (`W4A16`, `W8A16`: codes packed into int32 words), FP8 (`FP8` with a calibrated scale
+# for each layer's input, `FP8_DYNAMIC` with one per token at run time) and NVFP4 weights (`NVFP4A16`).
+#
+# Here SmolLM2 goes out as W4A16 with RTN, groups of 64 (its 576-wide rows are not a multiple of llm-compressor's
+# usual 128), into a temporary directory.
+
+# %%
+import json
+import tempfile
+from pathlib import Path
+
+from safetensors import safe_open
+from qtutor.model.export_compressed import export_compressed_tensors
+
+workdir = tempfile.TemporaryDirectory()
+out = Path(workdir.name) / "smollm2-w4a16"
+shipped = export_compressed_tensors(smol, smol_tok, out, "W4A16", group_size=64, progress=False)
+print(sorted(p.name for p in out.iterdir()))
+print(f"{shipped['bytes'] / 2**20:.0f} MiB of safetensors, {shipped['layers']} linears at "
+      f"{shipped['bits_per_weight']:.2f} bits per weight; the embedding stays float32 (tied to the output)")
+
+# %% tags=["nbval-check-output"]
+config = json.loads((out / "config.json").read_text())["quantization_config"]
+print("format:", config["format"], "| ignore:", config["ignore"])
+weights_args = config["config_groups"]["group_0"]["weights"]
+print({key: weights_args[key] for key in ("num_bits", "type", "symmetric", "strategy", "group_size")})
+layer = "model.layers.0.self_attn.q_proj"
+with safe_open(out / "model.safetensors", "pt") as stored:
+    tensors = {key.split(".")[-1]: stored.get_tensor(key) for key in stored.keys() if key.startswith(layer + ".")}
+for key, tensor in tensors.items():
+    print(f"{layer}.{key:14s} {str(tensor.dtype):12s} {tuple(tensor.shape)}")
+
+# %% [markdown]
+# `weight_packed` holds 576 × 4 bits = 72 int32 words a row; `weight_scale` one float per group of 64 (9 a
+# row); `weight_shape` the original shape. Each word carries 8 codes, the first in the lowest 4 bits, each stored
+# as q + 8 so that the signed codes −8 … 7 become the nibbles 0 … 15. Decode the first word of row 0 by hand and
+# multiply by the group's scale: these are the weights the model computes with.
+
+# %% tags=["nbval-check-output"]
+word = int(tensors["weight_packed"][0, 0]) & 0xFFFFFFFF
+codes = np.array([(word >> (4 * j)) & 0xF for j in range(8)]) - 8
+by_hand = codes * float(tensors["weight_scale"][0, 0])
+model_weight = qt.model.get_weight(qt.model.find_layer(smol, layer))[0, :8]
+print("codes:", codes.tolist())
+claim("the first 8 weights of the row, decoded by hand from one int32 word and one scale, are exactly the "
+      "model's", np.array_equal(by_hand.astype(np.float32), model_weight))
+
+# %% [markdown]
+# Now the reader's side: transformers loads the directory (compressed-tensors does the decoding) and the loaded
+# model is scored on the same tokens as qtutor's own quantized model.
+
+# %%
+import contextlib
+import io
+
+from transformers import AutoModelForCausalLM
+from qtutor.eval.perplexity import score
+
+with contextlib.redirect_stderr(io.StringIO()):  # the loader's own progress bars
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+ours, theirs = score(smol, smol_tok, max_tokens=1024, progress=False), score(loaded, smol_tok, max_tokens=1024,
+                                                                              progress=False)
+print(f"qtutor's model   perplexity {ours.ppl:.3f} ± {ours.ppl_stderr:.2f}\n"
+      f"loaded checkpoint perplexity {theirs.ppl:.3f} ± {theirs.ppl_stderr:.2f}   (on {ours.n_tokens} tokens)")
+
+# %% tags=["nbval-check-output"]
+claim("the checkpoint, loaded by transformers, scores within 0.5 % of qtutor's own quantized model",
+      abs(theirs.ppl / ours.ppl - 1) < 0.005)
+claim("token by token the two agree to 1e-3 nats (the same weights; only the order of float sums can differ)",
+      np.abs(theirs.nll - ours.nll).max() < 1e-3)
+shipped["report"].restore()  # SmolLM2 back to float for what follows
+del loaded
+workdir.cleanup()
+
+# %% [markdown]
+# What the export refuses, with the reason and without writing anything: methods whose result these formulas
+# cannot hold (MR-GPTQ's codes live in a rotated basis; HQQ's zero points are real numbers; QuIP#'s are lattice
+# codes; LLM.int8() and the rotations change how the model runs), and act-order permutations. The NVFP4 reader
+# decodes in bfloat16: on a CPU, load an `NVFP4A16` directory with
+# `quantization_config=CompressedTensorsConfig(dequantize=True)`.
+#
 # ## Exercises
 #
 # 1. **E5M2 activations.** FP8 has a second variant, E5M2: two more binades of range, one mantissa bit less.
@@ -497,5 +586,8 @@ print(f"SmolLM2 down_proj: {rtn_mse['mxfp4'][1] / rtn_mse['mxfp4'][0]:.2f}x")
 # * MXFP4 scales 32 weights by a power of two (E8M0) and clips the top of about half its blocks; NVFP4 scales 16
 #   by an E4M3 byte under an FP32 tensor scale and loses less. GPTQ beats RTN on both, and MR-GPTQ's block
 #   Hadamard helps most where a layer's inputs have massive channels.
+# * A compressed-tensors checkpoint stores those same codes and scales (INT codes packed in int32 words, E4M3
+#   bytes, NVFP4 nibbles with their E4M3 block scales and the tensor's s_enc) beside a `quantization_config`;
+#   transformers and vLLM load it, and it computes what qtutor's fake-quant model computes.
 #
 # Next: [13 · KV-cache quantization](13_kv_cache.ipynb).
