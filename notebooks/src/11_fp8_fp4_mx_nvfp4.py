@@ -503,10 +503,13 @@ import io
 from transformers import AutoModelForCausalLM
 from qtutor.eval.perplexity import score
 
-with contextlib.redirect_stderr(io.StringIO()):  # the loader's own progress bars
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # the loader's own progress bars are noise in a saved notebook
+with contextlib.redirect_stderr(io.StringIO()):  # (compressed-tensors places the modules on the first call)
     loaded = AutoModelForCausalLM.from_pretrained(out)
-ours, theirs = score(smol, smol_tok, max_tokens=1024, progress=False), score(loaded, smol_tok, max_tokens=1024,
-                                                                              progress=False)
+    theirs = score(loaded, smol_tok, max_tokens=1024, progress=False)
+ours = score(smol, smol_tok, max_tokens=1024, progress=False)
 print(f"qtutor's model   perplexity {ours.ppl:.3f} ± {ours.ppl_stderr:.2f}\n"
       f"loaded checkpoint perplexity {theirs.ppl:.3f} ± {theirs.ppl_stderr:.2f}   (on {ours.n_tokens} tokens)")
 
