@@ -2,7 +2,7 @@
 
 Each runs in-process through ``qtutor.cli.main``, on few tokens: ``--max-tokens 512`` and ``--calib-samples 2``
 are appended where the command takes them (the answers change, the code path does not), ``qtutor lab`` gets
-``--dry-run`` (a server would never return), and ``export-gguf`` writes into a temporary folder.
+``--dry-run`` (a server would never return), and the exports write into a temporary folder.
 """
 from __future__ import annotations
 
@@ -70,3 +70,5 @@ def test_a_readme_command_runs(command, tmp_path, monkeypatch, capsys):
     assert code == 0, f"{shlex.join(words)} exited {code}:\n{captured.err[-3000:]}"
     if words[0] == "export-gguf":
         assert (tmp_path / words[-1]).stat().st_size > 1_000_000
+    if words[0] == "export-compressed-tensors":
+        assert (tmp_path / words[-1] / "model.safetensors").stat().st_size > 1_000_000

@@ -22,17 +22,13 @@
 # | [08 · SmoothQuant, W8A8 and W4A4](08_smoothquant.ipynb) | migrate outliers from activations to weights; run W8A8 and W4A4; rotate for W4A4 |
 # | [09 · NF4, bitsandbytes and QLoRA](09_nf4_bitsandbytes_qlora.ipynb) | why NF4's levels are normal quantiles; double quantization's bytes; bitsandbytes beside qtutor; fine-tune SmolLM2 on a 4-bit base |
 # | [10 · GGUF k-quants and export](10_gguf_kquants.ipynb) | open a Q4_K block byte by byte; write a `.gguf` |
-# | [11 · FP8, FP4, MX and NVFP4 on a model](11_fp8_fp4_mx_nvfp4.ipynb) | which GPU runs which format; W8A8 in FP8 against INT8; a real MXFP4 and NVFP4 block byte by byte; RTN, GPTQ and MR-GPTQ on 4-bit blocks |
+# | [11 · FP8, FP4, MX and NVFP4 on a model](11_fp8_fp4_mx_nvfp4.ipynb) | which GPU runs which format; W8A8 in FP8 against INT8; a real MXFP4 and NVFP4 block byte by byte; RTN, GPTQ and MR-GPTQ on 4-bit blocks; ship a compressed-tensors checkpoint vLLM reads |
 # | [12 · Below 3 bits](12_below_3_bits.ipynb) | see why 4 levels fail; vectors, the E8 lattice and incoherence; step AQLM's beam search; QuIP#, AQLM, VPTQ against RTN and GPTQ |
 # | [13 · KV-cache quantization](13_kv_cache.ipynb) | size the KV cache; quantize SmolLM2's keys and values per token and per channel |
 # | [14 · Speed and speculative decoding](14_speed_and_speculative.ipynb) | why 4 bits is fast only with a kernel; the roofline; a quantized model drafting for itself |
 # | [15 · Choosing a method](15_choosing_a_method.ipynb) | every method in one table; calibration mismatch; a decision rule |
 # | [16 · GGUF below 4 bits](16_gguf_iquants_imatrix.ipynb) | open an IQ2_XXS block; see why grids of 8 weights; when the importance matrix helps and when it lies |
 # | [17 · Quantization-aware training](17_qat_llm_qat.ipynb) | the STE and LSQ; QAT against RTN and GPTQ; LLM-QAT without data, the KV cache trained in |
-#
-# Notebooks for FP8/FP4 on GPUs and kernels will fill
-# the gaps in the numbering as they are written; some of the library parts they use are already in the package
-# (`qtutor.methods`).
 #
 # ## Check your environment
 #

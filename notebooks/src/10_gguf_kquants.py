@@ -534,4 +534,4 @@ print("metadata in both, with other values:", differ)
 #   back. A model whose weights came from a GGUF file carries that file's grid, which decides what re-quantizing
 #   it costs.
 #
-# Next: [13 · KV-cache quantization](13_kv_cache.ipynb).
+# Next: [11 · FP8, FP4, MX and NVFP4 on a model](11_fp8_fp4_mx_nvfp4.ipynb).

@@ -593,4 +593,4 @@ print(f"SmolLM2 down_proj: {rtn_mse['mxfp4'][1] / rtn_mse['mxfp4'][0]:.2f}x")
 #   bytes, NVFP4 nibbles with their E4M3 block scales and the tensor's s_enc) beside a `quantization_config`;
 #   transformers and vLLM load it, and it computes what qtutor's fake-quant model computes.
 #
-# Next: [13 · KV-cache quantization](13_kv_cache.ipynb).
+# Next: [12 · Below 3 bits](12_below_3_bits.ipynb).
