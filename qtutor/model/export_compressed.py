@@ -52,7 +52,8 @@ from typing import Any
 import numpy as np
 
 from qtutor import formats
-from qtutor.formats.packing import pack_bits
+from qtutor.formats.base import check_group_size
+from qtutor.formats.packing import pack_bits, unpack_bits
 
 COMPRESSED_TENSORS_VERSION = "0.20.1"  # the version of the layout written (the reader's package version)
 
@@ -166,7 +167,7 @@ def decode_arrays(arrays: dict[str, np.ndarray], scheme: Scheme) -> np.ndarray:
         values = fmt.values(arrays["weight"])
         return (values * arrays["weight_scale"]).astype(np.float32)
     out = arrays["weight_packed"].shape[0]
-    codes = np.stack([arrays["weight_packed"] & 0x0F, arrays["weight_packed"] >> 4], axis=-1).reshape(out, -1)
+    codes = unpack_bits(arrays["weight_packed"], 4, arrays["weight_packed"].size * 2).reshape(out, -1)
     element, scale_format = fmt.element, fmt.scale_format
     blocks = element.values(codes).reshape(out, -1, 16) * scale_format.values(arrays["weight_scale"])[:, :, None]
     return (blocks / arrays["weight_global_scale"][0]).reshape(out, -1).astype(np.float32)
@@ -174,12 +175,12 @@ def decode_arrays(arrays: dict[str, np.ndarray], scheme: Scheme) -> np.ndarray:
 
 def unpack_dense_int32(words: np.ndarray, bits: int, cols: int) -> np.ndarray:
     """Inverse of :func:`dense_pack_int32`: signed codes (rows, cols)."""
-    rows = words.shape[0]
-    stream = np.ascontiguousarray(words.astype("<i4")).view(np.uint8).reshape(rows, -1)
-    bit_index = np.arange(cols)[:, None] * bits + np.arange(bits)[None, :]
-    bit = (stream[:, bit_index // 8] >> (bit_index % 8)) & 1
-    unsigned = (bit.astype(np.int64) << np.arange(bits)).sum(axis=-1)
-    return unsigned - (1 << (bits - 1))
+    rows, row_words = words.shape
+    full = -(-cols // 32) * bits  # the words of a row padded to a multiple of 32 codes
+    padded = np.zeros((rows, full), dtype="<i4")
+    padded[:, :row_words] = words
+    codes = unpack_bits(padded.view(np.uint8), bits, rows * full * 32 // bits).reshape(rows, -1)[:, :cols]
+    return codes - (1 << (bits - 1))
 
 
 def check_expressible(q: Any, scheme: Scheme, name: str, W_model: np.ndarray) -> dict[str, np.ndarray]:
@@ -260,12 +261,9 @@ def export_compressed_tensors(model: Any, tokenizer: Any, out_dir: Any, scheme: 
     if chosen.fmt == "nvfp4" and group_size != 16 or chosen.strategy in ("tensor", "channel") \
             and group_size != chosen.group_size:
         raise ValueError(f"{chosen.name} fixes its granularity; group_size={group_size} is not it")
-    layers = [layer for layer in linear_layers(model) if layer.role != "lm_head"]
-    for layer in layers:
-        if group_size > 0 and layer.in_features % group_size:
-            divisors = [g for g in (256, 128, 64, 32, 16) if layer.in_features % g == 0 and g < group_size]
-            raise ValueError(f"{layer.name} has rows of {layer.in_features}; groups of {group_size} do not divide "
-                             f"them: give group_size={divisors[0] if divisors else -1} (the scheme is written with it)")
+    for layer in linear_layers(model):  # before any work: a group size the rows cannot take
+        if layer.role != "lm_head":
+            check_group_size(group_size, (layer.in_features,), f"{chosen.name} ({layer.name})")
     hooks_before = _hook_count(model)
     try:
         report = quantize_model(model, method, chosen.fmt, group_size, chosen.sym,
