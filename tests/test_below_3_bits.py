@@ -66,10 +66,14 @@ def test_every_benchmark_row_names_a_method_and_a_format_it_takes_and_labels_are
         formats.get(fmt)
 
 
-def test_the_stored_rows_record_their_command_machine_and_honest_bits():
-    if not zoo.BELOW_3_BITS["smollm2"].exists():
-        pytest.skip("benchmarks/below_3_bits.py has not been run")
-    study = zoo.below_3_bits("smollm2")
+@pytest.mark.parametrize("whole_model", [False, True], ids=["slice", "whole model"])
+def test_the_stored_rows_record_their_command_machine_and_honest_bits(whole_model):
+    stored = (zoo.BELOW_3_BITS_WHOLE_MODEL if whole_model else zoo.BELOW_3_BITS)["smollm2"]
+    if not stored.exists():
+        pytest.skip(f"benchmarks/below_3_bits.py has not written {stored.name}")
+    study = zoo.below_3_bits("smollm2", whole_model=whole_model)
+    if whole_model:  # every linear layer but lm_head: SmolLM2's 30 blocks of 7
+        assert study["blocks"] == "all" and len(study["layers"]) == 210
     bands = {"2": (2.0, 2.6), "3": (3.0, 4.0), "4": (4.0, 5.2)}
     for row in study["rows"]:
         assert row["command"].startswith("python benchmarks/below_3_bits.py")
@@ -82,4 +86,4 @@ def test_the_stored_rows_record_their_command_machine_and_honest_bits():
         assert low <= row["bits_per_weight"] < high, row["label"]  # tables, scales and signs counted
         assert row["layers"] == len(study["layers"])
     with pytest.raises(ValueError, match="known: smollm2"):
-        zoo.below_3_bits("tiny")
+        zoo.below_3_bits("tiny", whole_model=whole_model)

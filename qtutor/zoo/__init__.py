@@ -15,6 +15,7 @@ LAYER_ERRORS = {"smollm2": HERE / "smollm2_layer_errors.json"}
 IQUANTS = {"smollm2": HERE / "smollm2_iquants.json"}
 TRAINING = {"smollm2": HERE / "smollm2_training.json"}
 BELOW_3_BITS = {"smollm2": HERE / "smollm2_below_3_bits.json"}
+BELOW_3_BITS_WHOLE_MODEL = {"smollm2": HERE / "smollm2_below_3_bits_whole_model.json"}
 FP_FORMATS = {"smollm2": HERE / "smollm2_fp_formats.json"}
 
 
@@ -71,12 +72,18 @@ def training(model: str = "smollm2") -> dict:
     return _stored(TRAINING, model, "training runs", "tools/training_smollm2.py --part qat (and llm_qat, qlora)")
 
 
-def below_3_bits(model: str = "smollm2") -> dict:
+def below_3_bits(model: str = "smollm2", whole_model: bool = False) -> dict:
     """Every method of notebook 12 at ~2, ~3 and ~4 bits per weight on the same slice of a model (written by
     ``python benchmarks/below_3_bits.py``; by default every linear of blocks 0, 10, 20 and 29, the other blocks
     float): ``float`` and ``rows``, each with its band, bits per weight over the quantized layers, perplexity
     ± standard error, change from float ± paired standard error, KL, same-top-token rate and quantization
-    seconds, and the command, machine and date that measured it; ``skipped``, the rows not run and why."""
+    seconds, and the command, machine and date that measured it; ``skipped``, the rows not run and why.
+
+    ``whole_model=True``: the rows measured with every linear layer quantized (``--blocks all``, the 2-bit band,
+    written to ``smollm2_below_3_bits_whole_model.json``), in the same layout."""
+    if whole_model:
+        return _stored(BELOW_3_BITS_WHOLE_MODEL, model, "whole-model below-3-bits measurements",
+                       "benchmarks/below_3_bits.py --blocks all --json " + str(BELOW_3_BITS_WHOLE_MODEL.get(model)))
     return _stored(BELOW_3_BITS, model, "below-3-bits measurements", "benchmarks/below_3_bits.py")
 
 
