@@ -17,14 +17,17 @@ Each is a context manager: the hooks are removed on exit, exceptions included, a
 touched. They compose with each other and with ``quantize_model`` (W8A8 = INT8 per-channel weights from
 ``quantize_model(model, "rtn", "int8", group_size=-1, sym=True)`` plus ``quantized_inputs(model, "int8")``).
 
-Why fake quantization gives the integer result. For symmetric codes, X_hat = a * CX (a scale per token) and
-W_hat = CW * b (a scale per output channel), so
+Why fake quantization measures the integer kernel's result. For symmetric codes, X_hat = a * CX (a scale per
+token) and W_hat = CW * b (a scale per output channel), so in exact arithmetic
 
     X_hat W_hat^T = a * (CX CW^T) * b^T,
 
-the rescaled integer product an INT8 GEMM with INT32 accumulation computes. Float32 holds every integer product
-exactly while |CX CW^T| < 2^24, which 8-bit codes guarantee for in_features up to 1040 (127^2 x 1040 < 2^24):
-past that, and in the order of the float additions, the simulation and the kernel may differ by float rounding.
+the rescaled integer product an INT8 GEMM with INT32 accumulation computes (its integer sums are exact: they fit
+INT32 for in_features up to 131,071 = (2^31 - 1) // 128^2). The simulation is not bit-identical to it: it
+multiplies the dequantized float32 values, so every a * cx, cw * b and their product is rounded to float32's 24
+significant bits and the terms are added in float order, a relative difference of order 1e-7 per term, many
+orders below the quantization error being measured. ``qtutor.methods.llm_int8`` computes the true integer product
+where a lesson needs the kernel's own numbers.
 """
 from __future__ import annotations
 
