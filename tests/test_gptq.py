@@ -195,6 +195,23 @@ def test_bad_arguments_get_clear_errors():
         gptq.quantize(W, fmt, None, calib=X)
 
 
+def test_the_second_order_methods_take_h_as_a_hessian_or_an_array_and_refuse_a_wrong_shape():
+    """gptq.layer_hessian, the one place GPTQ, MR-GPTQ, QuIP# and VPTQ get their H from."""
+    W, X = correlated_problem(rows=8, columns=32, tokens=256)
+    accumulated = gptq.Hessian(32).add(X)
+    H, n_tokens = gptq.layer_hessian(32, calib=X)
+    np.testing.assert_array_equal(H, accumulated.H)
+    assert n_tokens == 256
+    assert gptq.layer_hessian(32, H=accumulated)[1] == 256
+    assert gptq.layer_hessian(32, H=accumulated.H)[1] is None  # an array's token count is not known
+    with pytest.raises(ValueError, match=r"QuIP# layer: H must be \(32, 32\).*not \(16, 16\)"):
+        gptq.layer_hessian(32, H=np.eye(16), method="QuIP#")
+    with pytest.raises(ValueError, match="VPTQ needs calibration inputs"):
+        gptq.layer_hessian(32, method="VPTQ")
+    same = gptq.quantize(W, formats.get("int4"), 16, H=accumulated)
+    np.testing.assert_array_equal(same.codes, gptq.quantize(W, formats.get("int4"), 16, calib=X).codes)
+
+
 def test_calibration_of_the_wrong_width_is_an_error_naming_both_widths():
     W, X = correlated_problem(rows=8, columns=64, tokens=256)
     fmt = formats.get("int4")

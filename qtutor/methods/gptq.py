@@ -110,6 +110,22 @@ def hessian(X: Any, name: str = "layer") -> Any:
     return Hessian(X.shape[-1], name=name).add(X).H
 
 
+def layer_hessian(in_features: int, calib: Any = None, H: Any = None, method: str = "GPTQ",
+                  name: str = "layer") -> tuple[Any, int | None]:
+    """(H, n_tokens) for a second-order method (GPTQ, MR-GPTQ, QuIP#, VPTQ): ``H`` as given (a :class:`Hessian`,
+    or an array, its token count then unknown: None), else accumulated from the layer's inputs ``calib``;
+    checked to be (in_features, in_features)."""
+    if H is None:
+        if calib is None:
+            raise ValueError(f"{method} needs calibration inputs (calib=X of shape (tokens, in_features)) or H")
+        H = Hessian(in_features, name=name if method == "GPTQ" else f"{method} {name}").add(calib)
+    H, n_tokens = (H.H, H.n_tokens) if isinstance(H, Hessian) else (H, None)
+    if tuple(H.shape) != (in_features, in_features):
+        raise ValueError(f"{method} {name}: H must be ({in_features}, {in_features}) for a layer with "
+                         f"{in_features} inputs, not {tuple(H.shape)}")
+    return H, n_tokens
+
+
 # --------------------------------------------------------------------------------------------------------------
 # 2. Dampening and the upper Cholesky factor of H^-1
 # --------------------------------------------------------------------------------------------------------------
@@ -513,11 +529,8 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 128, sym: bool | None
              static_groups: bool = False, name: str = "layer", role: str | None = None) -> QuantizedTensor:
     """GPTQ-quantize ``W (out_features, in_features)`` with calibration inputs ``calib (tokens, in_features)``
     or a precomputed Hessian ``H`` (a :class:`Hessian` or an array). ``role`` is accepted and ignored."""
-    if H is None:
-        if calib is None:
-            raise ValueError("GPTQ needs calibration inputs (calib=X of shape (tokens, in_features)) or H")
-        H = Hessian(W.shape[-1], name=name).add(calib)
-    return GPTQ(W, H, fmt, group_size, sym, blocksize, percdamp, act_order, static_groups, name=name).run()
+    H, n_tokens = layer_hessian(W.shape[-1], calib, H, "GPTQ", name)
+    return GPTQ(W, H, fmt, group_size, sym, blocksize, percdamp, act_order, static_groups, n_tokens, name).run()
 
 
 # GPTQ needs calibration text and its layers' inputs, captured block by block: block i's inputs come from the model

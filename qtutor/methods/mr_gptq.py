@@ -82,11 +82,7 @@ def quantize(W: Any, fmt: Format, group_size: int | None = 32, sym: bool | None 
              H: Any = None, block: int | None = None, blocksize: int = 128, percdamp: float = 0.01,
              act_order: bool = False, name: str = "layer", role: str | None = None) -> QuantizedTensor:
     """GPTQ of W R with H' = R^T H R (``calib``: the layer's inputs, tokens x in_features, or ``H``)."""
-    if H is None:
-        if calib is None:
-            raise ValueError("MR-GPTQ needs calibration inputs (calib=X of shape (tokens, in_features)) or H")
-        H = gptq.Hessian(np.shape(W)[-1], name=name).add(calib)
-    H = H.H if isinstance(H, gptq.Hessian) else H
+    H, _ = gptq.layer_hessian(np.shape(W)[-1], calib, H, "MR-GPTQ", name)
     b = rotation_block(fmt, group_size, block)
     W_rotated = block_rotate(W, b).astype(np.float32)
     q = gptq.quantize(W_rotated, fmt, group_size, sym, H=rotated_hessian(H, b), blocksize=blocksize,

@@ -50,7 +50,7 @@ import numpy as np
 
 from qtutor.formats.codebook import CodebookFormat, check_vectors, rms_scale
 from qtutor.methods import Method
-from qtutor.methods.gptq import Hessian
+from qtutor.methods.gptq import layer_hessian
 from qtutor.methods.rotation import rotate, unrotate
 from qtutor.tensor import QuantizedTensor
 
@@ -165,13 +165,8 @@ def quantize(W: Any, fmt: CodebookFormat, group_size: Any = None, sym: bool | No
         raise ValueError(f"QuIP# {name}: the weights contain NaN/Inf; fix the checkpoint before quantizing")
     if tune_iterations < 0:
         raise ValueError(f"tune_iterations must be >= 0, not {tune_iterations}")
-    if H is None:
-        if calib is None:
-            raise ValueError("QuIP# needs calibration inputs (calib=X of shape (tokens, in_features)) or H")
-        H = Hessian(W.shape[1], name=f"QuIP# {name}").add(calib).H  # checks the inputs' width and values
+    H, _ = layer_hessian(W.shape[1], calib, H, "QuIP#", name)  # checks the inputs' width and values
     H = np.asarray(H, dtype=np.float64)
-    if H.shape != (W.shape[1],) * 2:
-        raise ValueError(f"QuIP# {name}: H of shape {H.shape} for a layer with {W.shape[1]} inputs")
     W_work, H_work = incoherent(W, H, seed) if incoherence else (W, H)
     H_work = regularize(H_work, sigma_reg)
     scale = rms_scale(W_work, fmt.scale)

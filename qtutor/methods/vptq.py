@@ -46,7 +46,7 @@ import numpy as np
 from qtutor.formats.base import as_float32, check_finite
 from qtutor.formats.codebook import CodebookFormat, check_vectors, nearest_rows
 from qtutor.methods import Method
-from qtutor.methods.gptq import Hessian, _warn_about_dead_inputs, inverse_cholesky_upper
+from qtutor.methods.gptq import _warn_about_dead_inputs, inverse_cholesky_upper, layer_hessian
 from qtutor.tensor import QuantizedTensor
 
 KMEANS_ITERATIONS = 30  # Lloyd steps at most
@@ -194,15 +194,7 @@ def quantize(W: Any, fmt: CodebookFormat, group_size: Any = None, sym: bool | No
     W = as_float32(W, f"vptq {name}")
     check_vectors(tuple(W.shape), fmt.vector_size, fmt.name, axis="out")
     check_finite(W, f"vptq {name}", "k-means and the error feedback need finite weights")
-    n_tokens = None
-    if H is None:
-        if calib is None:
-            raise ValueError("VPTQ needs calibration inputs (calib=X of shape (tokens, in_features)) or H")
-        H = Hessian(W.shape[1], name=name).add(calib)
-    if isinstance(H, Hessian):
-        n_tokens, H = H.n_tokens, H.H
-    if tuple(H.shape) != (W.shape[1],) * 2:
-        raise ValueError(f"VPTQ {name}: H must be ({W.shape[1]}, {W.shape[1]}) for W of shape {tuple(W.shape)}")
+    H, n_tokens = layer_hessian(W.shape[1], calib, H, "VPTQ", name)
     sizes = tuple(2**bits for bits in fmt.codebook_bits)
     done = vptq_layer(W, H, fmt.vector_size, sizes, n_tokens, int(kmeans_iterations), seed, int(blocksize),
                       percdamp, name)
