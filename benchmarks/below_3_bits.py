@@ -5,7 +5,8 @@ test tokens, and written to qtutor/zoo/smollm2_below_3_bits.json (what ``qt.zoo.
     python benchmarks/below_3_bits.py                          # blocks 0, 10, 20, 29: ~35 minutes on 2 CPU cores
     python benchmarks/below_3_bits.py --blocks all --json qtutor/zoo/smollm2_below_3_bits_whole_model.json \
         --only "RTN INT2 g64,GPTQ INT2 g64,QuIP# e8p,AQLM 2x8,VPTQ v8 2-bit" --threads 2   # the whole model at
-        # ~2 bits (about an hour on 2 cores; qt.zoo.below_3_bits(whole_model=True) reads it)
+        # ~2 bits (27 minutes on 2 cores; a second --only run merged the 3- and 4-bit rows but AffineQuant's, 24
+        # minutes more; qt.zoo.below_3_bits(whole_model=True) reads them)
     python benchmarks/below_3_bits.py --only "AffineQuant INT2 g64,AffineQuant INT3 g64"   # rerun rows, merge
 
 The vector and codebook methods cost minutes per dozen layers on a laptop (AQLM 2x8 ~7 s a layer, QuIP# more),

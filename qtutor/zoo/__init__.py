@@ -79,8 +79,8 @@ def below_3_bits(model: str = "smollm2", whole_model: bool = False) -> dict:
     ± standard error, change from float ± paired standard error, KL, same-top-token rate and quantization
     seconds, and the command, machine and date that measured it; ``skipped``, the rows not run and why.
 
-    ``whole_model=True``: the rows measured with every linear layer quantized (``--blocks all``, the 2-bit band,
-    written to ``smollm2_below_3_bits_whole_model.json``), in the same layout."""
+    ``whole_model=True``: the rows measured with every linear layer quantized (``--blocks all``: every row but
+    AffineQuant's, written to ``smollm2_below_3_bits_whole_model.json``), in the same layout."""
     if whole_model:
         return _stored(BELOW_3_BITS_WHOLE_MODEL, model, "whole-model below-3-bits measurements",
                        "benchmarks/below_3_bits.py --blocks all --json " + str(BELOW_3_BITS_WHOLE_MODEL.get(model)))
